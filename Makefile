@@ -1,0 +1,44 @@
+# ipa-ops: `make drill` (the DR and alerting rehearsal) and `make test` (every check).
+# Every target installs what it needs first; the install steps skip what is present.
+
+STACK ?= dev
+PY := .venv/bin/python
+
+.PHONY: help setup setup-python setup-services setup-prometheus-tools lint test render drill bench clean
+
+help:
+	@echo "make drill               the local disaster-recovery and alerting rehearsal (main job)"
+	@echo "make test                install what is needed, then run every check"
+	@echo "make render STACK=dev    offline render of a stack into build/<stack>/"
+	@echo "make bench               backup/restore benchmark (slow; not part of make test)"
+
+setup-python:
+	bash scripts/setup/python.sh
+
+setup-services:
+	bash scripts/setup/services.sh
+
+setup-prometheus-tools:
+	bash scripts/setup/prometheus-tools.sh
+
+setup: setup-python setup-services setup-prometheus-tools
+
+lint: setup-python
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: setup lint
+	$(PY) -m pytest
+
+render: setup-python
+	$(PY) -m offline.render --stack $(STACK)
+
+drill: setup
+	$(PY) -m offline.render --stack dev
+	$(PY) -m drill
+
+bench: setup
+	$(PY) bench/backup_bench.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,3 @@
+from ipa_backup.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Settings from the environment (the names the CronJob sets, SPEC §6) plus tuning knobs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from ipa_backup.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @staticmethod
+    def parse(url: str) -> RedisTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError(f"REDIS_URL must start with redis:// or rediss://, got scheme {parts.scheme!r}")
+        path = parts.path.lstrip("/")
+        try:
+            db = int(path) if path else 0
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL has an invalid port or database number: {exc}") from exc
+        return RedisTarget(
+            host=parts.hostname or "localhost",
+            port=port,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            tls=parts.scheme == "rediss",
+        )
+
+    def redacted(self) -> str:
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; accepted {low}..{high}")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    container: str
+    account_url: str | None
+    connection_string: str | None
+    pushgateway_url: str | None
+    pg_database: str | None
+    redis_url: str | None
+    compression_level: int
+    block_size: int
+    upload_concurrency: int
+    upload_timeout: float
+    upload_retries: int
+    restore_jobs: int
+    progress_interval: float
+    tool_timeout: float
+
+    @property
+    def redis(self) -> RedisTarget | None:
+        return RedisTarget.parse(self.redis_url) if self.redis_url else None
+
+
+def load() -> Settings:
+    container = os.environ.get("BACKUP_CONTAINER", "")
+    if not container:
+        raise ConfigError("BACKUP_CONTAINER is not set: name the blob container that holds the backup sets")
+    account_url = os.environ.get("BACKUP_BLOB_ACCOUNT_URL") or None
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
+    if not account_url and not conn:
+        raise ConfigError(
+            "neither BACKUP_BLOB_ACCOUNT_URL (workload identity) nor AZURE_STORAGE_CONNECTION_STRING is set"
+        )
+    redis_url = os.environ.get("REDIS_URL") or None
+    if redis_url:
+        RedisTarget.parse(redis_url)  # fail early on a malformed URL
+    return Settings(
+        container=container,
+        account_url=account_url,
+        connection_string=conn,
+        pushgateway_url=os.environ.get("PUSHGATEWAY_URL") or None,
+        pg_database=os.environ.get("PGDATABASE") or None,
+        redis_url=redis_url,
+        compression_level=_int("BACKUP_ZSTD_LEVEL", 1, 0, 19),
+        block_size=_int("BACKUP_BLOCK_SIZE_MB", 8, 1, 100) * 1024 * 1024,
+        upload_concurrency=_int("BACKUP_UPLOAD_CONCURRENCY", 4, 1, 32),
+        upload_timeout=_float("BACKUP_UPLOAD_TIMEOUT_SECONDS", 60.0),
+        upload_retries=_int("BACKUP_UPLOAD_RETRIES", 3, 0, 10),
+        restore_jobs=_int("RESTORE_JOBS", max(1, os.cpu_count() or 1), 1, 64),
+        progress_interval=_float("BACKUP_PROGRESS_SECONDS", 10.0),
+        tool_timeout=_float("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600.0),
+    )

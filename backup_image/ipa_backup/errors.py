@@ -1,0 +1,37 @@
+"""Failures with a clear message and a distinct exit code (documented in README.md)."""
+
+from __future__ import annotations
+
+
+class BackupError(Exception):
+    """A failure the tool explains; `exit_code` tells its class."""
+
+    exit_code = 1
+
+
+class ConfigError(BackupError):
+    exit_code = 2
+
+
+class SourceError(BackupError):
+    """PostgreSQL or Redis could not be read (unreachable, authentication, dump failed, version)."""
+
+    exit_code = 3
+
+
+class StorageError(BackupError):
+    """Blob storage could not be read or written."""
+
+    exit_code = 4
+
+
+class IntegrityError(BackupError):
+    """A set is incomplete, missing or does not match its manifest."""
+
+    exit_code = 5
+
+
+class TargetError(BackupError):
+    """A restore target refused (not empty) or the restore into it failed."""
+
+    exit_code = 6

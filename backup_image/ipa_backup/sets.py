@@ -1,0 +1,146 @@
+"""Taking a backup set and fetching one back, verified."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from ipa_backup import __version__, log, pg, redis_ops
+from ipa_backup.config import Settings
+from ipa_backup.errors import ConfigError, IntegrityError
+from ipa_backup.storage import BlobStore, SetInfo, verify_file
+
+FORMAT = 1
+
+
+def choose_tier(sets: list[SetInfo], now: datetime) -> str:
+    """First complete set of an ISO week -> weekly/, first of a UTC day -> daily/, else frequent/."""
+    complete = [s for s in sets if s.complete]
+    week = now.isocalendar()[:2]
+    if not any(s.tier == "weekly" and s.started_at.isocalendar()[:2] == week for s in complete):
+        return "weekly"
+    if not any(s.tier in ("daily", "weekly") and s.started_at.date() == now.date() for s in complete):
+        return "daily"
+    return "frequent"
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.raw = 0
+
+
+def compress(chunks: Iterator[bytes], level: int, counter: _Counter) -> Iterator[bytes]:
+    """zstd with a content checksum; pg_dump runs with -Z0 so this is the only compression."""
+    cobj = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1).compressobj()
+    try:
+        for chunk in chunks:
+            counter.raw += len(chunk)
+            out = cobj.compress(chunk)
+            if out:
+                yield out
+        yield cobj.flush()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stops the producing process if the upload failed
+
+
+def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, tuple[float, float, int]]]:
+    """One set: checks, postgres dump + globals, Redis RDB, then the manifest. Returns push results too."""
+    if not settings.pg_database:
+        raise ConfigError("PGDATABASE is not set: name the database to back up")
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: give the Redis server to back up")
+    target = settings.redis
+    assert target is not None
+    store = BlobStore(settings)
+    # Every check before the first byte is written, so a bad source leaves nothing behind.
+    source = pg.check_source()
+    redis_version = redis_ops.check(target)
+    store.ensure_container()
+    now = datetime.now(UTC)
+    info = SetInfo(now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3), choose_tier(store.list_sets(), now))
+    log.info("backup started", set_id=info.set_id, tier=info.tier, database=settings.pg_database,
+             redis=target.redacted())
+    files: list[dict[str, Any]] = []
+    results: dict[str, tuple[float, float, int]] = {}
+
+    def upload(name: str, target_name: str, stream: Iterator[bytes]) -> dict[str, Any]:
+        counter = _Counter()
+        size, sha = store.upload_stream(info.prefix + name, compress(stream, settings.compression_level, counter))
+        entry = {"name": name, "target": target_name, "size": size, "sha256": sha, "raw_size": counter.raw,
+                 "compression": f"zstd:{settings.compression_level}"}
+        files.append(entry)
+        return entry
+
+    started, captured = time.monotonic(), time.time()  # the dump's snapshot is taken after this instant
+    entry = upload("postgres.dump.zst", "postgres", pg.dump())
+    globals_sql = pg.dump_globals()
+    if globals_sql is None:
+        log.warning("roles not readable on this server (managed PostgreSQL): globals not dumped")
+    else:
+        upload("postgres-globals.sql.zst", "postgres", iter([globals_sql]))
+    results["postgres"] = (captured, time.monotonic() - started, sum(f["size"] for f in files))
+
+    started, captured_redis = time.monotonic(), time.time()
+    entry = upload("redis.rdb.zst", "redis", redis_ops.dump_rdb(target))
+    results["redis"] = (captured_redis, time.monotonic() - started, entry["size"])
+
+    manifest = {
+        "format": FORMAT,
+        "set_id": info.set_id,
+        "tier": info.tier,
+        "captured_at": datetime.fromtimestamp(captured, UTC).isoformat(),
+        "captured_at_epoch": captured,
+        "targets": {
+            "postgres": {"captured_at_epoch": captured, "database": settings.pg_database,
+                         "server_version": source.server_version, "client_major": source.client_major,
+                         "duration_seconds": round(results["postgres"][1], 3)},
+            "redis": {"captured_at_epoch": captured_redis, "server_version": redis_version,
+                      "duration_seconds": round(results["redis"][1], 3)},
+        },
+        "files": files,
+        "tool": {"name": "ipa-backup", "version": __version__},
+    }
+    store.write_manifest(info, manifest)  # last: only now is the set complete
+    info.files = {f["name"]: f["size"] for f in files} | {"manifest.json": 1}
+    log.info("backup complete", set_id=info.set_id, tier=info.tier,
+             bytes=sum(f["size"] for f in files), raw_bytes=sum(f["raw_size"] for f in files))
+    return info, manifest, results
+
+
+def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decompress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Download every file of a complete set, checking size and SHA-256 of each against the manifest.
+
+    With `decompress` the files land uncompressed in `workdir` (pg_restore --jobs needs a seekable file).
+    """
+    manifest = store.read_manifest(info)
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not entries:
+        raise IntegrityError(f"manifest of {info.set_id} lists no files")
+    paths: dict[str, Path] = {}
+    for entry in entries:
+        name = str(entry["name"])
+        if "/" in name or name.startswith("."):
+            raise IntegrityError(f"manifest of {info.set_id} has an unsafe file name {name!r}")
+        if not decompress or workdir is None:
+            verify_file(store, info, entry, lambda data: None)
+            continue
+        path = workdir / name.removesuffix(".zst")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        with open(path, "wb") as handle:
+            def sink(data: bytes, handle: Any = handle, dobj: Any = dobj, name: str = name) -> None:
+                try:
+                    handle.write(dobj.decompress(data))
+                except zstandard.ZstdError as exc:
+                    raise IntegrityError(f"{name} of set {info.set_id} is corrupted: {exc}") from exc
+            verify_file(store, info, entry, sink)
+        paths[name] = path
+    log.info("set verified", set_id=info.set_id, files=len(entries))
+    return manifest, paths

@@ -1,0 +1,542 @@
+"""Stack settings: every `ipa-ops:*` key, read once, typed, defaulted and validated.
+
+`Settings` is the only place that knows config keys. Each dataclass field is one key: the
+key is the field name in camelCase, and `setting()` gives its default, description and
+check. `parse_settings` is a pure function (used by tests and the offline render);
+`load_settings` reads Pulumi's config and calls it. Invalid settings raise one
+`SettingsError` that lists every bad key, its value and what is accepted, before any
+resource is declared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from components.cron import CronError, parse_cron
+
+PROJECT = "ipa-ops"
+REQUIRED: Any = object()  # marker: the key has no default
+
+
+class SettingsError(Exception):
+    """One message naming each invalid key, its value and what is accepted."""
+
+
+class Secret:
+    """A secret string: its repr never shows the value. `.output()` wraps it for Pulumi."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def output(self) -> Any:
+        import pulumi
+
+        return pulumi.Output.secret(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('[secret]')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class TokenPrices:
+    """USD per million tokens, by token type of `claude_tokens_total`."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RemoteWrite:
+    """A Prometheus remote_write target (Azure Monitor workspace, Thanos receive or Mimir)."""
+
+    name: str
+    url: str
+    # Azure Monitor: client id of the managed identity that may write to the workspace.
+    azure_ad_client_id: str = ""
+    # Thanos/Mimir: tenant header value, when the receiver is multi-tenant.
+    tenant: str = ""
+
+
+Check = Callable[[Any], str | None]  # returns "what is accepted" when the value is bad
+
+
+def setting(default: Any, description: str, check: Check | None = None, secret: bool = False) -> Any:
+    return dataclasses.field(
+        metadata={"default": default, "description": description, "check": check, "secret": secret}
+    )
+
+
+# --- checks: each returns None when fine, else the description of what is accepted -----------
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "a number greater than 0"
+
+
+def at_least(low: float) -> Check:
+    return lambda value: None if value >= low else f"a number >= {low:g}"
+
+
+def open_ratio(value: float) -> str | None:
+    return None if 0 < value < 1 else "a ratio strictly between 0 and 1, e.g. 0.05"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+
+
+def matches(pattern: str, accepted: str) -> Check:
+    compiled = re.compile(pattern)
+    return lambda value: None if compiled.fullmatch(value) else accepted
+
+
+def each(check: Check) -> Check:
+    def run(values: tuple[Any, ...]) -> str | None:
+        for value in values:
+            problem = check(value)
+            if problem:
+                return f"a list whose every item is {problem} (bad item {value!r})"
+        return None
+
+    return run
+
+
+def non_empty(check: Check) -> Check:
+    def run(values: tuple[Any, ...]) -> str | None:
+        return "a non-empty list" if not values else check(values)
+
+    return run
+
+
+EMAIL = matches(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+",
+    "an e-mail address like ops@example.com",
+)
+HTTPS_URL = matches(r"https://[^\s/$.?#][^\s]*", "an https:// URL")
+DNS_LABEL = matches(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a Kubernetes name (RFC 1123 label, lowercase)")
+QUANTITY = matches(r"[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?", "a Kubernetes quantity like 500m, 2Gi")
+PROM_DURATION = matches(r"([0-9]+(ms|s|m|h|d|w|y))+", "a Prometheus duration like 15d or 12h")
+PROM_SIZE = matches(r"[0-9]+(B|KB|MB|GB|TB|PB|EB)", "a Prometheus size like 40GB")
+CHART_VERSION = matches(r"[0-9]+\.[0-9]+\.[0-9]+", "a pinned chart version like 1.2.3")
+SUBNET_ID = matches(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+",
+    "an Azure subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)",
+)
+HOST_PORT = matches(r"[A-Za-z0-9.-]+:[0-9]{1,5}", "host:port, e.g. smtp.office365.com:587")
+IMAGE_REF = matches(
+    r"([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?",
+    "an image reference like registry/name:tag@sha256:<64 hex>, or empty to build it",
+)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def cron(value: str) -> str | None:
+    try:
+        parse_cron(value).longest_gap_minutes()  # also refuses schedules that never run
+    except CronError as err:
+        return f"a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. '*/30 * * * *' ({err})"
+    return None
+
+
+def time_zone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "an IANA time zone name like Etc/UTC or Europe/Berlin"
+    return None
+
+
+def bucket(value: float) -> str | None:
+    return None if value in LATENCY_BUCKETS else "one of the recommended histogram bucket bounds " + ", ".join(
+        f"{b:g}" for b in LATENCY_BUCKETS
+    )
+
+
+def storage_account_name(value: str) -> str | None:
+    return None if re.fullmatch(r"[a-z0-9]{3,24}", value) else "3-24 lowercase letters and digits"
+
+
+def pricing_table(value: Mapping[str, TokenPrices]) -> str | None:
+    for model, prices in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9._:-]+", model):
+            return f"model names of letters, digits, '.', '_', ':' or '-' (bad model {model!r})"
+        if any(p < 0 for p in prices.as_dict().values()):
+            return f"prices >= 0 USD per million tokens (bad model {model!r})"
+    return None
+
+
+def prices_non_negative(value: TokenPrices) -> str | None:
+    return None if all(p >= 0 for p in value.as_dict().values()) else "prices >= 0 USD per million tokens"
+
+
+DEFAULT_PRICING = {
+    "claude-opus-4-5": TokenPrices(input=5.0, output=25.0, cache_read=0.5, cache_write=6.25),
+    "claude-sonnet-4-5": TokenPrices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+    "claude-haiku-4-5": TokenPrices(input=1.0, output=5.0, cache_read=0.1, cache_write=1.25),
+}
+# Unknown models are priced like the most expensive one, so spend is never under-estimated.
+DEFAULT_UNKNOWN_MODEL_PRICES = TokenPrices(input=15.0, output=75.0, cache_read=1.5, cache_write=18.75)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- the stack ---------------------------------------------------------------------------
+    environment: str = setting(REQUIRED, "Environment of the stack: dev or prod.", one_of("dev", "prod"))
+    cluster_name: str = setting(REQUIRED, "AKS cluster name; Prometheus external label `cluster`.", DNS_LABEL)
+    location: str = setting("westeurope", "Azure region of the backup resources.", matches(r"[a-z0-9]+", "an Azure region name like westeurope"))
+
+    # --- monitoring stack ----------------------------------------------------------------------
+    monitoring_namespace: str = setting("monitoring", "Namespace of kube-prometheus-stack, exporters and the Pushgateway.", DNS_LABEL)
+    backend_namespace: str = setting("ipa", "Namespace of the ipa-backend pods.", DNS_LABEL)
+    backend_metrics_port: str = setting("http", "Name of the container port serving ipa-backend metrics.", matches(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", "a container port name (IANA_SVC_NAME, max 15 chars)"))
+    backend_metrics_path: str = setting("/metrics", "HTTP path of ipa-backend metrics.", matches(r"/[A-Za-z0-9/._-]*", "an absolute URL path like /metrics"))
+    kube_prometheus_stack_version: str = setting("88.5.3", "Pinned kube-prometheus-stack chart version.", CHART_VERSION)
+    postgres_exporter_chart_version: str = setting("7.5.0", "Pinned prometheus-postgres-exporter chart version.", CHART_VERSION)
+    redis_exporter_chart_version: str = setting("6.20.0", "Pinned prometheus-redis-exporter chart version.", CHART_VERSION)
+    pushgateway_chart_version: str = setting("3.8.0", "Pinned prometheus-pushgateway chart version.", CHART_VERSION)
+    storage_class: str = setting("managed-csi", "StorageClass of Prometheus, Alertmanager, Grafana and Pushgateway volumes (AKS managed CSI).", DNS_LABEL)
+    prometheus_replicas: int = setting(1, "Prometheus replicas.", positive)
+    prometheus_retention: str = setting("15d", "Prometheus time-based retention.", PROM_DURATION)
+    prometheus_retention_size: str = setting("40GB", "Prometheus size-based retention; must fit in the volume.", PROM_SIZE)
+    prometheus_storage_size: str = setting("50Gi", "Prometheus volume size.", QUANTITY)
+    prometheus_cpu_request: str = setting("500m", "Prometheus CPU request.", QUANTITY)
+    prometheus_memory_request: str = setting("2Gi", "Prometheus memory request.", QUANTITY)
+    prometheus_memory_limit: str = setting("4Gi", "Prometheus memory limit.", QUANTITY)
+    remote_write: tuple[RemoteWrite, ...] = setting((), "Optional Prometheus remote_write targets: [{name, url, azureAdClientId?, tenant?}].")
+    alertmanager_replicas: int = setting(1, "Alertmanager replicas.", positive)
+    alertmanager_storage_size: str = setting("2Gi", "Alertmanager volume size.", QUANTITY)
+    grafana_storage_size: str = setting("10Gi", "Grafana volume size.", QUANTITY)
+    grafana_external_url: str = setting("", "Grafana URL for links in alerts; empty means the in-cluster URL.", lambda v: None if v == "" else HTTPS_URL(v))
+    runbook_base_url: str = setting("https://github.com/ipa-platform/ipa-ops/blob/main/docs/runbooks", "Base URL of docs/runbooks for alert runbook links.", HTTPS_URL)
+
+    # --- the platform's state stores -----------------------------------------------------------
+    postgres_host: str = setting("ipa-postgres.ipa.svc.cluster.local", "PostgreSQL host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
+    postgres_port: int = setting(5432, "PostgreSQL port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
+    postgres_database: str = setting("ipa", "PostgreSQL database that is backed up.", matches(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}", "a PostgreSQL database name"))
+    postgres_credentials_secret: str = setting("ipa-postgres-credentials", "Existing Secret (keys `username`, `password`) for PostgreSQL.", DNS_LABEL)
+    redis_host: str = setting("ipa-redis-master.ipa.svc.cluster.local", "Redis host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
+    redis_port: int = setting(6379, "Redis port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
+    redis_credentials_secret: str = setting("ipa-redis-credentials", "Existing Secret (key `password`) for Redis.", DNS_LABEL)
+
+    # --- alert routing ---------------------------------------------------------------------------
+    alert_email_to: tuple[str, ...] = setting(REQUIRED, "E-mail recipients of critical alerts.", non_empty(each(EMAIL)))
+    alert_email_from: str = setting("alertmanager@ipa.example.com", "Sender address of alert e-mail.", EMAIL)
+    smtp_smarthost: str = setting("smtp.office365.com:587", "SMTP relay host:port.", HOST_PORT)
+    smtp_auth_username: str = setting("alertmanager@ipa.example.com", "SMTP user name.", matches(r"\S+", "a non-empty user name"))
+    smtp_require_tls: bool = setting(True, "Require STARTTLS to the SMTP relay.")
+    teams_webhook_url: Secret = setting(REQUIRED, "Teams Workflows (Power Automate) webhook URL. Secret.", lambda v: HTTPS_URL(v.reveal()), secret=True)
+    smtp_password: Secret = setting(REQUIRED, "SMTP password. Secret.", lambda v: None if v.reveal() else "a non-empty password", secret=True)
+
+    # --- alert thresholds and objectives ---------------------------------------------------------
+    error_rate_threshold: float = setting(0.05, "HighErrorRate: 5xx share of requests.", open_ratio)
+    min_request_rate: float = setting(0.1, "Requests per second below which ratio alerts stay quiet.", at_least(0))
+    latency_p95_threshold_seconds: float = setting(2.0, "HighResponseTime: p95 latency in seconds.", positive)
+    claude_error_rate_threshold: float = setting(0.1, "ClaudeAPIErrors: Claude API errors per second.", positive)
+    claude_rate_limited_ratio_threshold: float = setting(0.2, "Share of Claude calls rate-limited before a warning.", open_ratio)
+    claude_latency_p95_threshold_seconds: float = setting(30.0, "Claude API p95 latency in seconds before a warning.", positive)
+    execution_failure_ratio_threshold: float = setting(0.1, "ExecutionFailureRateHigh: share of failed or timed-out executions.", open_ratio)
+    min_execution_rate: float = setting(0.01, "Executions per second below which the failure-ratio alert stays quiet.", at_least(0))
+    execution_concurrency_limit: int = setting(20, "Executions the backend runs at once; saturation alerts at 90 %.", positive)
+    execution_stuck_minutes: int = setting(30, "Executions in progress with no completion for this long are stuck.", positive)
+    availability_slo: float = setting(0.995, "Availability objective of ipa-backend (share of non-5xx requests).", open_ratio)
+    latency_slo: float = setting(0.99, "Share of requests faster than latencySloThresholdSeconds.", open_ratio)
+    latency_slo_threshold_seconds: float = setting(1.0, "Latency objective bound; a histogram bucket bound.", bucket)
+    claude_daily_budget_usd: float = setting(100.0, "ClaudeCostBudgetExceeded: estimated Claude spend per 24h, USD.", positive)
+    claude_pricing: dict[str, TokenPrices] = setting(DEFAULT_PRICING, "USD per million tokens per model: {model: {input, output, cacheRead, cacheWrite}}.", pricing_table)
+    claude_default_pricing: TokenPrices = setting(DEFAULT_UNKNOWN_MODEL_PRICES, "USD per million tokens for models missing from claudePricing.", prices_non_negative)
+    restore_drill_period_days: int = setting(7, "A restore drill must succeed at least this often (RestoreDrillFailed adds a day).", positive)
+
+    # --- backups (SPEC §2 keys first) -------------------------------------------------------------
+    rpo_target_minutes: int = setting(60, "Recovery point objective, minutes.", positive)
+    rto_target_minutes: int = setting(240, "Recovery time objective, minutes.", positive)
+    backup_schedule: str = setting("*/30 * * * *", "Cron schedule of the backup CronJob (5 fields).", cron)
+    backup_retention_days: int = setting(30, "Days daily backup sets are kept (the DR plan requires >= 30).", at_least(30))
+    backup_deadline_minutes: int = setting(20, "activeDeadlineSeconds of a backup Job, in minutes; counts against the RPO.", positive)
+    backup_time_zone: str = setting("Etc/UTC", "timeZone of the CronJobs.", time_zone)
+    backup_frequent_retention_hours: int = setting(48, "Hours frequent (every run) backup sets are kept.", at_least(48))
+    backup_weekly_retention_weeks: int = setting(12, "Weeks weekly backup sets are kept.", at_least(12))
+    drill_schedule: str = setting("0 3 * * 0", "Cron schedule of the restore-drill CronJob.", cron)
+    backup_namespace: str = setting("ipa-backup", "Namespace of the backup and drill CronJobs.", DNS_LABEL)
+    backup_service_account: str = setting("ipa-backup", "ServiceAccount of the backup pods (federated with the managed identity).", DNS_LABEL)
+    backup_image: str = setting("", "Prebuilt backup image reference; empty builds backup_image/ and pushes it. Prod requires a digest.", lambda v: None if v == "" else IMAGE_REF(v))
+    container_registry: str = setting("ipaopsacr", "Azure Container Registry name the image is pushed to.", matches(r"[A-Za-z0-9]{5,50}", "5-50 letters and digits"))
+    production_database_size_gb: float = setting(20.0, "Size of the production database, GB, for the RTO estimate.", positive)
+
+    # --- backup storage on Azure -------------------------------------------------------------------
+    existing_resource_group: str = setting("", "Existing resource group to use; empty creates one.", lambda v: None if v == "" else matches(r"[-\w._()]{1,90}", "an Azure resource group name")(v))
+    storage_account_name: str = setting(REQUIRED, "Name of the backup storage account.", storage_account_name)
+    storage_redundancy: str = setting("Standard_ZRS", "Storage SKU. Prod requires geo-zone redundancy.", one_of("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_RAGRS", "Standard_GZRS", "Standard_RAGZRS"))
+    backup_container: str = setting("ipa-backups", "Private blob container of the backup sets.", matches(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", "a container name: 3-63 lowercase letters, digits and single hyphens"))
+    aks_subnet_ids: tuple[str, ...] = setting((), "AKS subnet resource ids allowed through the storage firewall.", each(SUBNET_ID))
+    aks_oidc_issuer_url: str = setting(REQUIRED, "OIDC issuer URL of the AKS cluster (workload identity).", HTTPS_URL)
+    blob_soft_delete_days: int = setting(14, "Days deleted blobs and containers stay recoverable.", lambda v: None if 1 <= v <= 365 else "a whole number of days 1-365")
+    storage_immutability_days: int = setting(0, "Version-level immutability period, days; 0 disables. Prod requires >= backupRetentionDays.", at_least(0))
+    storage_delete_lock: bool = setting(False, "CanNotDelete lock on the storage account (prod requires it).")
+
+    # --- derived values -----------------------------------------------------------------------------
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def backup_longest_gap_minutes(self) -> int:
+        return parse_cron(self.backup_schedule).longest_gap_minutes()
+
+
+def config_key(field_name: str) -> str:
+    """rpo_target_minutes -> rpoTargetMinutes"""
+    head, *rest = field_name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+FIELDS = {config_key(f.name): f for f in dataclasses.fields(Settings)}
+SECRET_KEYS = frozenset(key for key, f in FIELDS.items() if f.metadata["secret"])
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _camel_object(raw: Mapping[str, Any], cls: type, where: str) -> Any:
+    """Builds a small dataclass from a camelCase JSON object, refusing unknown keys."""
+    names = {config_key(f.name): f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in {where}; accepted: {sorted(names)}")
+    return cls(**{names[k]: v for k, v in raw.items()})
+
+
+def _convert(raw: Any, hint: Any) -> Any:
+    """Turns one raw config value (a string from the CLI, or YAML data) into the field's type."""
+    if hint is Secret:
+        return Secret(str(raw))
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("true", "false"):
+            return str(raw).lower() == "true"
+        raise ValueError("true or false")
+    if hint is int:
+        if isinstance(raw, bool) or not re.fullmatch(r"-?[0-9]+", str(raw).strip()):
+            raise ValueError("a whole number")
+        return int(str(raw).strip())
+    if hint is float:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(str(raw).strip())
+        except ValueError:
+            raise ValueError("a number") from None
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ValueError("a string")
+        return raw
+    structured = json.loads(raw) if isinstance(raw, str) else raw
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(structured, list):
+            raise ValueError("a list")
+        if item is str:
+            if not all(isinstance(v, str) for v in structured):
+                raise ValueError("a list of strings")
+            return tuple(structured)
+        return tuple(_camel_object(v, item, "a list item") for v in structured)
+    if origin is dict:
+        if not isinstance(structured, dict):
+            raise ValueError("an object {model: {input, output, cacheRead, cacheWrite}}")
+        return {k: _camel_object(v, TokenPrices, f"model {k!r}") for k, v in structured.items()}
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(structured, dict):
+            raise ValueError("an object {input, output, cacheRead, cacheWrite}")
+        return _camel_object(structured, hint, "the object")
+    raise TypeError(f"no converter for {hint}")  # a programming error, not a user error
+
+
+def _show(raw: Any, secret: bool) -> str:
+    if secret:
+        return "'[secret]'"
+    return json.dumps(raw) if not isinstance(raw, str) else repr(raw)
+
+
+def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
+    """Rules that involve several keys. Each problem: (key, value, what is accepted)."""
+    problems: list[tuple[str, Any, str]] = []
+    gap = s.backup_longest_gap_minutes
+    if gap + s.backup_deadline_minutes > s.rpo_target_minutes:
+        problems.append((
+            "backupSchedule", s.backup_schedule,
+            f"a schedule whose longest gap between runs ({gap} min) plus backupDeadlineMinutes "
+            f"({s.backup_deadline_minutes} min) is at most rpoTargetMinutes ({s.rpo_target_minutes} min)",
+        ))
+    drill_gap_days = parse_cron(s.drill_schedule).longest_gap_minutes() / 1440
+    if drill_gap_days > s.restore_drill_period_days:
+        problems.append((
+            "drillSchedule", s.drill_schedule,
+            f"a schedule that runs at least every restoreDrillPeriodDays ({s.restore_drill_period_days} days); "
+            f"its longest gap is {drill_gap_days:g} days",
+        ))
+    if s.backup_deadline_minutes * 2 > s.rto_target_minutes:
+        problems.append(("backupDeadlineMinutes", s.backup_deadline_minutes, "at most half of rtoTargetMinutes"))
+    if s.storage_immutability_days and s.storage_immutability_days < s.backup_retention_days:
+        problems.append((
+            "storageImmutabilityDays", s.storage_immutability_days,
+            f"0 (off) or at least backupRetentionDays ({s.backup_retention_days})",
+        ))
+    if _size_bytes(s.prometheus_retention_size) > 0.9 * _quantity_bytes(s.prometheus_storage_size):
+        problems.append((
+            "prometheusRetentionSize", s.prometheus_retention_size,
+            f"at most 90 % of prometheusStorageSize ({s.prometheus_storage_size}), leaving room for the WAL",
+        ))
+    if s.is_prod:
+        if s.storage_redundancy not in ("Standard_GZRS", "Standard_RAGZRS"):
+            problems.append(("storageRedundancy", s.storage_redundancy, "in prod, 'Standard_RAGZRS' or 'Standard_GZRS'"))
+        if s.storage_immutability_days == 0:
+            problems.append(("storageImmutabilityDays", 0, f"in prod, at least backupRetentionDays ({s.backup_retention_days})"))
+        if not s.storage_delete_lock:
+            problems.append(("storageDeleteLock", False, "in prod, true"))
+        if s.backup_image and "@sha256:" not in s.backup_image:
+            problems.append(("backupImage", s.backup_image, "in prod, an image pinned by digest (…@sha256:<64 hex>) or empty to build it"))
+    return problems
+
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "m": 1e-3}
+_PROM_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "PB": 2**50, "EB": 2**60}
+
+
+def _quantity_bytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", quantity).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def _size_bytes(size: str) -> float:
+    number, unit = re.fullmatch(r"([0-9]+)([A-Z]+)", size).groups()  # type: ignore[union-attr]
+    return float(number) * _PROM_UNITS[unit]
+
+
+def parse_settings(raw: Mapping[str, Any]) -> Settings:
+    """Builds Settings from `{"ipa-ops:key": value}`; values as the CLI passes them (strings) or YAML data.
+
+    Raises SettingsError with every problem when anything is invalid.
+    """
+    problems: list[str] = []
+    prefix = PROJECT + ":"
+    values: dict[str, Any] = {}
+    for full_key in sorted(raw):
+        if full_key.startswith(prefix) and full_key[len(prefix):] not in FIELDS:
+            key = full_key[len(prefix):]
+            close = [k for k in FIELDS if _similar(k, key)]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{full_key}: unknown setting{hint} (accepted keys: see the README's settings table)")
+    for key, f in FIELDS.items():
+        full_key = prefix + key
+        secret = bool(f.metadata["secret"])
+        if full_key in raw and raw[full_key] is not None:
+            value = raw[full_key]
+            try:
+                converted = _convert(value, _HINTS[f.name])
+            except (ValueError, json.JSONDecodeError, TypeError) as err:
+                accepted = str(err) if not isinstance(err, json.JSONDecodeError) else "valid JSON/YAML data"
+                problems.append(f"{full_key} = {_show(value, secret)} is invalid: expected {accepted}")
+                continue
+        elif f.metadata["default"] is REQUIRED:
+            how = f"pulumi config set --secret {key} <value>" if secret else "set it in Pulumi.<stack>.yaml"
+            problems.append(f"{full_key} is required but not set ({how}): {f.metadata['description']}")
+            continue
+        else:
+            converted = f.metadata["default"]
+        check = f.metadata["check"]
+        problem = check(converted) if check else None
+        if problem:
+            problems.append(f"{full_key} = {_show(raw.get(full_key, converted), secret)} is invalid: expected {problem}")
+            continue
+        values[f.name] = converted
+    if not problems:
+        settings = Settings(**values)
+        problems += [
+            f"{prefix}{key} = {_show(value, False)} is invalid: expected {accepted}"
+            for key, value, accepted in _cross_checks(settings)
+        ]
+        if not problems:
+            return settings
+    raise SettingsError("invalid stack settings:\n  " + "\n  ".join(problems))
+
+
+def _similar(a: str, b: str) -> bool:
+    """A cheap typo detector: same length ±1 and at most two differing characters in order."""
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.85
+
+
+def load_settings() -> Settings:
+    """Reads every `ipa-ops:*` key from Pulumi's config. The only reader of Pulumi config."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    config = pulumi.Config(PROJECT)
+    prefix = PROJECT + ":"
+    raw = {key: config.get(key[len(prefix):]) for key in keys if key.startswith(prefix)}
+    try:
+        return parse_settings(raw)
+    except SettingsError as err:
+        # RunError makes the Pulumi CLI print the message without a Python traceback.
+        raise pulumi.RunError(str(err)) from None
+
+
+def defaults_for_schema() -> dict[str, dict[str, Any]]:
+    """The project-level config schema Pulumi.yaml should declare (tests compare them)."""
+    schema: dict[str, dict[str, Any]] = {}
+    for key, f in FIELDS.items():
+        hint = _HINTS[f.name]
+        kind = {int: "integer", bool: "boolean", str: "string", float: None, Secret: "string"}.get(hint)
+        if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is str:
+            kind = "array"
+        if kind is None:
+            continue  # floats and objects: the schema can't express them; Settings applies the default
+        entry: dict[str, Any] = {"type": kind, "description": f.metadata["description"]}
+        if kind == "array":
+            entry["items"] = {"type": "string"}
+        default = f.metadata["default"]
+        if default is not REQUIRED and not f.metadata["secret"]:
+            entry["default"] = list(default) if isinstance(default, tuple) else default
+        schema[key] = entry
+    return schema
+
+
+__all__ = [
+    "FIELDS",
+    "PROJECT",
+    "SECRET_KEYS",
+    "RemoteWrite",
+    "Secret",
+    "Settings",
+    "SettingsError",
+    "TokenPrices",
+    "config_key",
+    "defaults_for_schema",
+    "load_settings",
+    "parse_settings",
+]
