@@ -17,6 +17,7 @@ from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.builders import prometheus as prometheus_builders
+from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
@@ -111,7 +112,7 @@ def query_variable(
         .label(label)
         .description(description)
         .datasource(DATASOURCE)
-        .query({"query": query, "refId": f"{name}-values", "qryType": 1})
+        .query(query)
         .definition(query)
         .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
@@ -160,9 +161,9 @@ def backend_variables(settings: Settings) -> list[Any]:
 
 # --- links and annotations ---------------------------------------------------------------------
 
-def dashboard_links(settings: Settings, current_uid: str) -> list[dashboard_builders.DashboardLink]:
+def dashboard_links(settings: Settings, current_uid: str) -> list[cogbuilder.Builder[dashboard_models.DashboardLink]]:
     """A link to every other IPA dashboard (keeping time range and variables) and to the runbooks."""
-    links = [
+    links: list[cogbuilder.Builder[dashboard_models.DashboardLink]] = [
         dashboard_builders.DashboardLink(title)
         .type(dashboard_models.DashboardLinkType.LINK)
         .url(f"/d/{uid}")
@@ -184,14 +185,15 @@ def dashboard_links(settings: Settings, current_uid: str) -> list[dashboard_buil
     return links
 
 
-def panel_links(settings: Settings, alerts: Sequence[str]) -> list[dashboard_models.DashboardLink]:
+def panel_links(settings: Settings, alerts: Sequence[str]) -> list[dashboard_builders.DashboardLink]:
     """Links in a panel's header menu to the runbooks of the alerts that watch what it shows."""
     return [
-        dashboard_models.DashboardLink(
-            title=f"Runbook: {alert}", type_val=dashboard_models.DashboardLinkType.LINK, icon="doc",
-            tooltip=f"Runbook of the {alert} alert", url=runbook_url(settings, alert), tags=[],
-            as_dropdown=False, target_blank=True, include_vars=False, keep_time=False,
-        )
+        dashboard_builders.DashboardLink(f"Runbook: {alert}")
+        .type(dashboard_models.DashboardLinkType.LINK)
+        .icon("doc")
+        .tooltip(f"Runbook of the {alert} alert")
+        .url(runbook_url(settings, alert))
+        .target_blank(True)
         for alert in alerts
     ]
 

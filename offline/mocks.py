@@ -129,8 +129,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "azure-native:authorization:getClientConfig":
             return {"subscriptionId": SUBSCRIPTION_ID, "tenantId": TENANT_ID,
-                    "objectId": _uuid("deployer"), "clientId": _uuid("deployer-client")}, None
-        return {}, None
+                    "objectId": _uuid("deployer"), "clientId": _uuid("deployer-client")}, []
+        return {}, []
 
 
 class RecordingMonitor(MockMonitor):

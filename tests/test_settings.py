@@ -183,3 +183,10 @@ def test_cron_day_fields_follow_kubernetes_semantics() -> None:
     assert both.longest_gap_minutes() <= 7 * 1440
     with pytest.raises(CronError):
         parse_cron("0 0 * *")
+
+
+def test_readme_settings_table_is_current() -> None:
+    from offline.settings_doc import table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert table() in readme, "README settings table is stale: python -m offline.settings_doc"

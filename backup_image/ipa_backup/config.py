@@ -34,7 +34,8 @@ class RedisTarget:
             port=port,
             db=db,
             username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
+            # The CronJob keeps the password out of the URL and sets REDISCLI_AUTH from a Secret.
+            password=unquote(parts.password) if parts.password is not None else os.environ.get("REDISCLI_AUTH") or None,
             tls=parts.scheme == "rediss",
         )
 
@@ -107,7 +108,7 @@ def load() -> Settings:
         pushgateway_url=os.environ.get("PUSHGATEWAY_URL") or None,
         pg_database=os.environ.get("PGDATABASE") or None,
         redis_url=redis_url,
-        compression_level=_int("BACKUP_ZSTD_LEVEL", 1, 0, 19),
+        compression_level=_int("BACKUP_ZSTD_LEVEL", 1, 1, 19),
         block_size=_int("BACKUP_BLOCK_SIZE_MB", 8, 1, 100) * 1024 * 1024,
         upload_concurrency=_int("BACKUP_UPLOAD_CONCURRENCY", 4, 1, 32),
         upload_timeout=_float("BACKUP_UPLOAD_TIMEOUT_SECONDS", 60.0),

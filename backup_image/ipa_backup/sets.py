@@ -65,7 +65,9 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     redis_version = redis_ops.check(target)
     store.ensure_container()
     now = datetime.now(UTC)
-    info = SetInfo(now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3), choose_tier(store.list_sets(), now))
+    # Millisecond time first, so that names sort by time; a random tail keeps concurrent runs apart.
+    set_id = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+    info = SetInfo(set_id, choose_tier(store.list_sets(), now))
     log.info("backup started", set_id=info.set_id, tier=info.tier, database=settings.pg_database,
              redis=target.redacted())
     files: list[dict[str, Any]] = []

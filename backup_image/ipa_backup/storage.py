@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -49,7 +49,12 @@ class SetInfo:
 
     @property
     def started_at(self) -> datetime:
-        return datetime.strptime(self.set_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        """From the set id, `YYYYmmddTHHMMSSfffZ-xxxxxx` (UTC, milliseconds)."""
+        try:
+            start = datetime.strptime(self.set_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            return start + timedelta(milliseconds=int(self.set_id[15:18]))
+        except ValueError:
+            return datetime.fromtimestamp(0, UTC)  # a foreign name sorts as oldest
 
 
 def _storage_error(action: str, exc: Exception) -> StorageError:

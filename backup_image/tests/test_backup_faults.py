@@ -1,0 +1,240 @@
+"""Every fault: a clear message, a non-zero exit, and nothing lost (the last good set stays the newest complete one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import backup_testdata as data
+import pytest
+from azure.storage.blob import BlobServiceClient
+from conftest import World
+
+from devservices.process import free_port
+
+
+def error_of(stderr: str) -> dict[str, object]:
+    """The final structured error line."""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    errors = [line for line in lines if line.get("level") == "error"]
+    assert errors, f"no error logged:\n{stderr}"
+    return errors[-1]
+
+
+def assert_nothing_lost(world: World, good_set: str, pg_before: str, redis_keys: int) -> None:
+    """The good set is still the newest complete one and verifies; the sources are unchanged."""
+    assert world.newest_complete() == good_set
+    verify = world.run("verify")
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads(verify.stdout)["set_id"] == good_set
+    assert world.pg.psql(data.PG_FINGERPRINT, world.database) == pg_before
+    assert world.rcli().dbsize() == redis_keys
+
+
+@pytest.fixture
+def good(world: World) -> tuple[str, str, int]:
+    """A first, good backup set, the source fingerprint and the Redis key count."""
+    out = world.backup_ok()
+    return out["set_id"], world.pg.psql(data.PG_FINGERPRINT, world.database), int(world.rcli().dbsize())
+
+
+def add_bulk(world: World, rows: int = 200_000) -> None:
+    world.pg.psql(f"CREATE TABLE public.bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) AS v "
+                  f"FROM generate_series(1, {rows}) i", world.database)
+
+
+def child_pid(parent: int, name: str, arg: str, timeout: float = 30.0) -> int:
+    """PID of the running child `name` of `parent` whose command line has `arg`, polled from /proc."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1: stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            state = stat[stat.rindex(")") + 2:].split()[0]
+            if ppid == parent and comm == name and state != "Z":
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if arg.encode() in argv:
+                    return int(entry.name)
+        time.sleep(0.01)
+    raise AssertionError(f"no {name} child of {parent} within {timeout}s")
+
+
+def test_database_unreachable(world: World, good: tuple[str, str, int]) -> None:
+    port = free_port()
+    result = world.run("backup", env={"PGPORT": str(port)})
+    assert result.returncode == 3
+    err = error_of(result.stderr)
+    assert f"PostgreSQL at 127.0.0.1:{port}/{world.database} failed" in str(err["msg"])
+    assert "Connection refused" in str(err["msg"])
+    assert_nothing_lost(world, *good)
+    assert len(world.sets()) == 1  # checks run before anything is written
+
+
+def test_wrong_password(world: World, good: tuple[str, str, int]) -> None:
+    result = world.run("backup", env={"PGPASSWORD": "not-the-password"})
+    assert result.returncode == 3
+    assert "password authentication failed" in str(error_of(result.stderr)["msg"])
+    assert_nothing_lost(world, *good)
+    assert len(world.sets()) == 1
+
+
+def test_pg_dump_killed_midway(world: World, good: tuple[str, str, int]) -> None:
+    add_bulk(world)
+    pg_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
+    proc = world.popen("backup", env={"BACKUP_BLOCK_SIZE_MB": "1"})
+    dump_pid = child_pid(proc.pid, "pg_dump", "--format=custom")
+    # Freeze the tool so pg_dump stalls on a full pipe, then kill pg_dump in the middle of its output.
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(0.5)
+    assert Path(f"/proc/{dump_pid}").exists(), "pg_dump finished before it could be killed"
+    os.kill(dump_pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    assert "pg_dump of" in str(error_of(stderr)["msg"]) and "killed by signal SIGKILL" in str(error_of(stderr)["msg"])
+    assert_nothing_lost(world, good[0], pg_before, good[2])
+    # The failed run left no committed dump blob and no manifest.
+    assert [s["complete"] for s in world.sets()].count(True) == 1
+
+
+def test_storage_unreachable_mid_upload(world: World, good: tuple[str, str, int]) -> None:
+    add_bulk(world)
+    pg_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
+    proc = world.popen("backup", env={"BACKUP_BLOCK_SIZE_MB": "1", "BACKUP_UPLOAD_CONCURRENCY": "1",
+                                      "BACKUP_PROGRESS_SECONDS": "0"})
+    assert proc.stderr is not None
+    lines = []
+    # Wait until several 1 MB blocks of the dump went out, then cut storage off mid-upload.
+    while True:
+        line = proc.stderr.readline()
+        assert line, "backup ended before the upload was under way:\n" + "".join(lines)
+        lines.append(line)
+        entry = json.loads(line)
+        if "postgres.dump.zst" in str(entry.get("file")) and int(entry.get("bytes", 0)) >= 4_000_000:
+            break
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        world.blob.stop()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        world.blob.start()
+    assert "uploaded weekly" not in stderr and "uploaded frequent" not in stderr  # the dump blob never completed
+    assert proc.returncode == 4
+    msg = str(error_of(stderr)["msg"])
+    assert "blob storage unreachable or refused while uploading" in msg and "postgres.dump.zst" in msg
+    assert_nothing_lost(world, good[0], pg_before, good[2])
+
+
+def test_storage_unreachable_from_the_start(world: World, good: tuple[str, str, int]) -> None:
+    result = world.run("backup", env={"AZURE_STORAGE_CONNECTION_STRING": world.blob.connection_string.replace(
+        str(world.blob.port), str(free_port()))})
+    assert result.returncode == 4
+    assert "blob storage unreachable" in str(error_of(result.stderr)["msg"])
+    assert_nothing_lost(world, *good)
+
+
+def _container(world: World):  # type: ignore[no-untyped-def]
+    return BlobServiceClient.from_connection_string(world.blob.connection_string).get_container_client(world.container)
+
+
+def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, good: tuple[str, str, int]) -> None:
+    out = world.backup_ok()
+    blob = _container(world).get_blob_client(f"{out['tier']}/{out['set_id']}/redis.rdb.zst")
+    body = bytearray(blob.download_blob().readall())
+    body[len(body) // 2] ^= 0xFF
+    blob.upload_blob(bytes(body), overwrite=True)
+
+    verify = world.run("verify", out["set_id"])
+    assert verify.returncode == 5
+    assert f"checksum mismatch in set {out['set_id']}: redis.rdb.zst" in str(error_of(verify.stderr)["msg"])
+    scratch_db = f"{world.database}_target"
+    target_redis = world.redis.url_for(0)
+    world.rcli(0).flushdb()
+    restore = world.run("restore", out["set_id"], "--pg-database", scratch_db, "--redis-url", target_redis)
+    assert restore.returncode == 5
+    assert "checksum mismatch" in str(error_of(restore.stderr)["msg"]) or "corrupted" in str(error_of(restore.stderr)["msg"])
+    # Postgres comes first in the set and verified fine, yet no target was touched.
+    assert world.pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{scratch_db}'").strip() == "0"
+    assert world.rcli(0).dbsize() == 0
+    # The older good set still restores.
+    ok = world.run("restore", good[0], "--pg-database", scratch_db, "--redis-url", target_redis)
+    assert ok.returncode == 0, ok.stderr
+    assert world.pg.psql(data.PG_FINGERPRINT, scratch_db) == good[1]
+    world.rcli(0).flushdb()
+
+
+def test_missing_manifest_makes_a_set_incomplete(world: World, good: tuple[str, str, int]) -> None:
+    out = world.backup_ok()
+    _container(world).delete_blob(f"{out['tier']}/{out['set_id']}/manifest.json")
+    rows = world.sets()
+    assert rows[0]["set_id"] == out["set_id"] and rows[0]["complete"] is False
+    assert "INCOMPLETE" in world.run("list").stdout
+    named = world.run("restore", out["set_id"], "--pg-database", f"{world.database}_x", "--only", "postgres")
+    assert named.returncode == 5
+    assert f"backup set {out['set_id']} is incomplete: it has no manifest.json" in str(error_of(named.stderr)["msg"])
+    assert_nothing_lost(world, *good)  # the default is the older complete set
+
+
+def test_unknown_set_id(world: World, good: tuple[str, str, int]) -> None:
+    for command in ("verify", "restore"):
+        result = world.run(command, "20200101T000000Z-abcdef")
+        assert result.returncode == 5
+        assert "backup set '20200101T000000Z-abcdef' does not exist" in str(error_of(result.stderr)["msg"])
+    assert_nothing_lost(world, *good)
+
+
+def test_non_empty_targets_are_refused_without_force(world: World, good: tuple[str, str, int]) -> None:
+    world.pg.psql("INSERT INTO public.no_pk VALUES ('marker', -1)", world.database)
+    pg_now = world.pg.psql(data.PG_FINGERPRINT, world.database)
+    result = world.run("restore")
+    assert result.returncode == 6
+    assert f"PostgreSQL target database '{world.database}' is not empty" in str(error_of(result.stderr)["msg"])
+    empty_db = f"{world.database}_empty"
+    redis_only = world.run("restore", "--pg-database", empty_db)
+    assert redis_only.returncode == 6
+    assert f"Redis target 127.0.0.1:{world.redis.port}/{world.redis_db} is not empty" in str(error_of(redis_only.stderr)["msg"])
+    assert world.pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{empty_db}'").strip() == "0"
+    assert_nothing_lost(world, good[0], pg_now, good[2])
+    forced = world.run("restore", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert world.pg.psql(data.PG_FINGERPRINT, world.database) == good[1]
+
+
+def test_redis_authentication_failure(world: World, good: tuple[str, str, int]) -> None:
+    result = world.run("backup", env={"REDIS_URL": world.redis.url_for(world.redis_db, password="wrong")})
+    assert result.returncode == 3
+    msg = str(error_of(result.stderr)["msg"])
+    assert f"Redis at 127.0.0.1:{world.redis.port}/{world.redis_db} rejected the credentials" in msg
+    assert "wrong" not in msg.replace("WRONGPASS", "")  # the password is never logged
+    assert_nothing_lost(world, *good)
+    assert len(world.sets()) == 1
+
+
+def test_pg_dump_older_than_server(world: World, good: tuple[str, str, int], tmp_path: Path) -> None:
+    real = world.pg.bin_dir
+    for tool in ("psql", "pg_dumpall", "pg_restore"):
+        (tmp_path / tool).symlink_to(real / tool)
+    shim = tmp_path / "pg_dump"
+    # Stands in for an older client binary: only its version answer differs.
+    shim.write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "pg_dump (PostgreSQL) 14.12"; exit 0; }}\nexec {real}/pg_dump "$@"\n')
+    shim.chmod(0o755)
+    result = world.run("backup", env={"PG_BIN_DIR": str(tmp_path)})
+    assert result.returncode == 3
+    assert f"pg_dump 14 is older than the PostgreSQL {world.pg.major} server" in str(error_of(result.stderr)["msg"])
+    assert_nothing_lost(world, *good)
+    assert len(world.sets()) == 1

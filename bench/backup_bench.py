@@ -1,0 +1,180 @@
+"""Benchmark of ipa-backup against the seed's `pg_dump | gzip` and the `pg_dump -Fc -Z0 > /dev/null` floor.
+
+Starts its own PostgreSQL (durable settings), Redis and Azurite on loopback, builds two databases
+(pgbench at --pgbench-scale, and a platform-shaped multi-table database of about --multi-gb GB),
+then times backup and restore of each method on each database and prints a Markdown table with
+the ratios measured in this one run. Not part of `make test` (it takes minutes and several GB).
+
+    .venv/bin/python bench/backup_bench.py                    # full size (about 2 x 1.2 GB)
+    .venv/bin/python bench/backup_bench.py --pgbench-scale 10 --multi-gb 0.2   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from devservices.azurite import azurite  # noqa: E402
+from devservices.postgres import PostgresServer, postgres  # noqa: E402
+from devservices.redis import redis_server  # noqa: E402
+
+# Six large tables shaped like the platform's, each with secondary indexes; the text is mostly
+# random hex and base64 (poorly compressible), with some repeated words as in real payloads.
+MULTI_TABLES = {
+    "users": ("id bigint PRIMARY KEY, email text NOT NULL, name text, profile jsonb, created_at timestamptz",
+              "SELECT i, 'user' || i || '@example.com', 'Name ' || md5(i::text), "
+              "jsonb_build_object('bio', encode(gen_random_bytes(120), 'base64'), 'lang', 'de'), "
+              "now() - i * interval '1 minute' FROM generate_series(1, {n}) i",
+              ["CREATE UNIQUE INDEX ON users (email)", "CREATE INDEX ON users (created_at)"], 0.08),
+    "executions": ("id bigint PRIMARY KEY, user_id bigint, workflow text, status text, cost numeric(12,4), "
+                   "started_at timestamptz, input text",
+                   "SELECT i, 1 + i % 50000, 'workflow-' || i % 40, (ARRAY['success','failure','timeout'])[1 + i % 3], "
+                   "(i % 9973) / 7.0, now() - i * interval '2 seconds', encode(gen_random_bytes(150), 'base64') "
+                   "FROM generate_series(1, {n}) i",
+                   ["CREATE INDEX ON executions (user_id, status)", "CREATE INDEX ON executions (started_at)"], 0.22),
+    "execution_steps": ("id bigint PRIMARY KEY, execution_id bigint, step int, output text, tokens int",
+                        "SELECT i, 1 + i / 4, i % 4, 'step output ' || md5(i::text) || ' ' || encode(gen_random_bytes(100), 'hex'), "
+                        "i % 4000 FROM generate_series(1, {n}) i",
+                        ["CREATE INDEX ON execution_steps (execution_id)", "CREATE INDEX ON execution_steps (tokens)"], 0.22),
+    "messages": ("id bigint PRIMARY KEY, conversation_id bigint, role text, content text, created_at timestamptz",
+                 "SELECT i, i / 20, (ARRAY['user','assistant'])[1 + i % 2], "
+                 "'Please summarise the document ' || encode(gen_random_bytes(180), 'base64'), now() - i * interval '1 second' "
+                 "FROM generate_series(1, {n}) i",
+                 ["CREATE INDEX ON messages (conversation_id)", "CREATE INDEX ON messages (created_at)"], 0.22),
+    "audit_log": ("id bigint PRIMARY KEY, actor bigint, action text, detail jsonb, at timestamptz",
+                  "SELECT i, i % 50000, 'action.' || i % 25, jsonb_build_object('ip', '10.0.' || i % 255 || '.1', "
+                  "'trace', md5(i::text) || md5((i + 1)::text)), now() - i * interval '1 second' FROM generate_series(1, {n}) i",
+                  ["CREATE INDEX ON audit_log (actor)", "CREATE INDEX ON audit_log (at)"], 0.13),
+    "documents": ("id bigint PRIMARY KEY, owner bigint, title text, body text, sha text",
+                  "SELECT i, i % 50000, 'Document ' || i, encode(gen_random_bytes(700), 'base64'), md5(i::text) "
+                  "FROM generate_series(1, {n}) i",
+                  ["CREATE INDEX ON documents (owner)", "CREATE INDEX ON documents (sha)"], 0.13),
+}
+ROW_BYTES = {"users": 330, "executions": 330, "execution_steps": 300, "messages": 350, "audit_log": 200, "documents": 1000}
+
+
+def timed(argv: list[str] | str, env: dict[str, str], shell: bool = False) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, env={**os.environ, **env}, shell=shell, capture_output=True, text=True,
+                            executable="/bin/bash" if shell else None, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {argv}\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def db_size(pg: PostgresServer, db: str) -> int:
+    return int(pg.psql(f"SELECT pg_database_size('{db}')").strip())
+
+
+def build_multi(pg: PostgresServer, gigabytes: float) -> None:
+    pg.create_database("multi")
+    pg.psql("CREATE EXTENSION pgcrypto", "multi")
+    for name, (columns, insert, indexes, share) in MULTI_TABLES.items():
+        rows = int(gigabytes * 1e9 * share / (ROW_BYTES[name] * 1.6))
+        pg.psql(f"CREATE TABLE {name} ({columns}); INSERT INTO {name} " + insert.format(n=rows), "multi", timeout=1800)
+        for index in indexes:
+            pg.psql(index, "multi", timeout=1800)
+        print(f"  {name}: {rows} rows", flush=True)
+    pg.psql("VACUUM ANALYZE", "multi", timeout=1800)
+
+
+def bench_db(pg: PostgresServer, db: str, base_env: dict[str, str], work: Path, knobs: list[dict[str, str]]) -> dict[str, Any]:
+    bindir = pg.bin_dir
+    env = {**pg.env(db)}
+    res: dict[str, Any] = {"database": db, "size_bytes": db_size(pg, db)}
+    res["floor"] = timed(f"{bindir}/pg_dump -Fc -Z0 > /dev/null", env, shell=True)
+    seed_file = work / f"{db}.sql.gz"
+    res["seed_backup"] = timed(f"set -o pipefail; {bindir}/pg_dump | gzip > {seed_file}", env, shell=True)
+    res["seed_bytes"] = seed_file.stat().st_size
+    res["pg_dump_z1_file"] = timed(f"{bindir}/pg_dump -Fc -Z1 -f {work}/{db}.z1.dump", env, shell=True)
+    os.unlink(f"{work}/{db}.z1.dump")
+    pg.create_database(f"{db}_seed")
+    res["seed_restore"] = timed(f"set -o pipefail; gunzip -c {seed_file} | {bindir}/psql -X -q -v ON_ERROR_STOP=1",
+                                {**env, "PGDATABASE": f"{db}_seed"}, shell=True)
+    pg.drop_database(f"{db}_seed")
+    seed_file.unlink()
+    runs = []
+    for knob in knobs:
+        run_env = {**base_env, **env, **knob, "BACKUP_CONTAINER": f"bench-{db}"}
+        backup = timed([sys.executable, "-m", "ipa_backup", "backup"], run_env)
+        restore = timed([sys.executable, "-m", "ipa_backup", "restore", "--only", "postgres",
+                         "--pg-database", f"{db}_ipa"], run_env)
+        listing = subprocess.run([sys.executable, "-m", "ipa_backup", "list", "--json"], env={**os.environ, **run_env},
+                                 capture_output=True, text=True, check=True)
+        stored = json.loads(listing.stdout)[0]["size"]
+        pg.drop_database(f"{db}_ipa")
+        runs.append({"knobs": knob, "backup": backup, "restore": restore, "stored_bytes": stored})
+        print(f"  {db} {knob}: backup {backup:.1f}s restore {restore:.1f}s stored {stored / 1e6:.0f} MB", flush=True)
+    res["ipa_runs"] = runs
+    return res
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["| database | size | method | backup s | restore s | stored MB | backup vs seed | restore vs seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        size = f"{r['size_bytes'] / 1e9:.2f} GB"
+        lines.append(f"| {r['database']} | {size} | seed `pg_dump \\| gzip` / `gunzip \\| psql` | {r['seed_backup']:.1f} | "
+                     f"{r['seed_restore']:.1f} | {r['seed_bytes'] / 1e6:.0f} | 1.00x | 1.00x |")
+        lines.append(f"| {r['database']} | {size} | `pg_dump -Fc -Z1` to a file | {r['pg_dump_z1_file']:.1f} | | | "
+                     f"{r['seed_backup'] / r['pg_dump_z1_file']:.2f}x | |")
+        lines.append(f"| {r['database']} | {size} | floor `pg_dump -Fc -Z0 > /dev/null` | {r['floor']:.1f} | | | "
+                     f"{r['seed_backup'] / r['floor']:.2f}x | |")
+        for run in r["ipa_runs"]:
+            knobs = ", ".join(f"{k}={v}" for k, v in run["knobs"].items()) or "defaults"
+            lines.append(f"| {r['database']} | {size} | ipa-backup ({knobs}) | {run['backup']:.1f} | {run['restore']:.1f} | "
+                         f"{run['stored_bytes'] / 1e6:.0f} | {r['seed_backup'] / run['backup']:.2f}x | "
+                         f"{r['seed_restore'] / run['restore']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pgbench-scale", type=int, default=70)
+    parser.add_argument("--multi-gb", type=float, default=1.2)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "bench" / "backup_bench.json")
+    parser.add_argument("--knobs", default="default",
+                        choices=["default", "all"], help="all: also compression levels, block size, concurrency, jobs")
+    args = parser.parse_args()
+    knobs: list[dict[str, str]] = [{}]
+    if args.knobs == "all":
+        knobs += [{"BACKUP_ZSTD_LEVEL": "3"}, {"BACKUP_ZSTD_LEVEL": "6"},
+                  {"BACKUP_BLOCK_SIZE_MB": "32", "BACKUP_UPLOAD_CONCURRENCY": "2"}, {"RESTORE_JOBS": "1"},
+                  {"RESTORE_JOBS": "4"}]
+    settings = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB"}
+    with tempfile.TemporaryDirectory(prefix="backup-bench-") as tmp:
+        os.chmod(tmp, 0o755)  # the server runs as the postgres user
+        work = Path(tmp)
+        with postgres(fast=False, settings=settings, base_dir=work) as pg, redis_server() as rs, azurite(base_dir=work) as az:
+            results = run(args, pg, rs.url, az.connection_string, work, knobs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
+    print(table(results))
+    return 0
+
+
+def run(args: argparse.Namespace, pg: PostgresServer, redis_url: str, conn: str, work: Path,
+        knobs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    started = time.monotonic()
+    print(f"building pgbench scale {args.pgbench_scale} ...", flush=True)
+    pg.create_database("pgbench")
+    timed([str(pg.bin_dir / "pgbench"), "-i", "-q", "-s", str(args.pgbench_scale)], pg.env("pgbench"))
+    print(f"building multi-table database of about {args.multi_gb} GB ...", flush=True)
+    build_multi(pg, args.multi_gb)
+    print(f"data ready in {time.monotonic() - started:.0f}s", flush=True)
+    base_env = {"REDIS_URL": redis_url, "AZURE_STORAGE_CONNECTION_STRING": conn, "BACKUP_WORK_DIR": str(work)}
+    return [bench_db(pg, "multi", base_env, work, knobs), bench_db(pg, "pgbench", base_env, work, knobs[:1])]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The components of the ipa-ops Pulumi program, one concern each."""

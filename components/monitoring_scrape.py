@@ -1,0 +1,111 @@
+"""What Prometheus scrapes beyond the chart's defaults, as pure functions of the settings:
+the ipa-backend PodMonitor and the Helm values of the PostgreSQL and Redis exporters.
+
+The exporters run in the monitoring namespace and read the credentials from the existing
+Secrets named in the settings (a pod can only read Secrets of its own namespace, so those
+Secrets must exist in the monitoring namespace too; docs/monitoring/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.monitoring_values import RELEASE_LABELS
+from components.settings import Settings
+
+BACKEND_JOB = "ipa-backend"
+BACKEND_APP_LABEL = "ipa-backend"
+SCRAPE_INTERVAL = "30s"
+
+POSTGRES_EXPORTER = "prometheus-postgres-exporter"  # chart name = release name = job label
+REDIS_EXPORTER = "prometheus-redis-exporter"
+POSTGRES_CREDENTIALS_DIR = "/etc/postgres-credentials"
+
+# Restricted Pod Security level: non-root, read-only root, no capabilities, RuntimeDefault seccomp.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+EXPORTER_RESOURCES: dict[str, Any] = {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def backend_pod_monitor(settings: Settings) -> dict[str, Any]:
+    """The PodMonitor manifest (without metadata.name/namespace) selecting app=ipa-backend pods.
+
+    `jobLabel: app` makes the job the pods' `app` label value; the relabeling pins it to
+    "ipa-backend" even if that label ever changes. The operator adds namespace, pod and container.
+    """
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"labels": {**RELEASE_LABELS, "app.kubernetes.io/part-of": "ipa-ops"}},
+        "spec": {
+            "jobLabel": "app",
+            "namespaceSelector": {"matchNames": [settings.backend_namespace]},
+            "selector": {"matchLabels": {"app": BACKEND_APP_LABEL}},
+            "podMetricsEndpoints": [{
+                "port": settings.backend_metrics_port,
+                "path": settings.backend_metrics_path,
+                "interval": SCRAPE_INTERVAL,
+                "relabelings": [{"action": "replace", "targetLabel": "job", "replacement": BACKEND_JOB}],
+            }],
+        },
+    }
+
+
+def _service_monitor() -> dict[str, Any]:
+    return {"enabled": True, "labels": dict(RELEASE_LABELS), "interval": SCRAPE_INTERVAL}
+
+
+def postgres_exporter_values(settings: Settings) -> dict[str, Any]:
+    """prometheus-postgres-exporter values: user and password read from files of the mounted Secret."""
+    return {
+        "serviceMonitor": _service_monitor(),
+        "config": {
+            "datasource": {
+                "host": settings.postgres_host,
+                "port": str(settings.postgres_port),
+                "database": settings.postgres_database,
+                "sslmode": settings.postgres_ssl_mode,
+                "userFile": f"{POSTGRES_CREDENTIALS_DIR}/username",
+                "passwordFile": f"{POSTGRES_CREDENTIALS_DIR}/password",
+            },
+        },
+        "extraVolumes": [{
+            "name": "postgres-credentials",
+            "secret": {
+                "secretName": settings.postgres_credentials_secret,
+                "items": [{"key": "username", "path": "username"}, {"key": "password", "path": "password"}],
+            },
+        }],
+        "extraVolumeMounts": [{"name": "postgres-credentials", "mountPath": POSTGRES_CREDENTIALS_DIR, "readOnly": True}],
+        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "resources": EXPORTER_RESOURCES,
+    }
+
+
+def redis_exporter_values(settings: Settings) -> dict[str, Any]:
+    """prometheus-redis-exporter values. The password comes from the Secret by secretKeyRef:
+    the exporter's password *file* option expects a JSON map of addresses, not a plain password."""
+    return {
+        "redisAddress": f"redis://{settings.redis_host}:{settings.redis_port}",
+        "auth": {
+            "enabled": True,
+            "secret": {"name": settings.redis_credentials_secret, "key": "password"},
+        },
+        "serviceMonitor": _service_monitor(),
+        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "resources": EXPORTER_RESOURCES,
+    }

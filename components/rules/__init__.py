@@ -1,0 +1,55 @@
+"""Alert and recording rules of ipa-ops, deployed as PrometheusRule custom resources.
+
+The groups are built by pure functions in `components.rules.groups`; this component only
+declares them where kube-prometheus-stack's rule selector finds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.rules.groups import Group, alert_groups, alert_names, recording_groups, recording_names, rule_groups
+from components.settings import Settings
+
+# kube-prometheus-stack selects PrometheusRules by its Helm release label.
+RELEASE_LABEL = {"release": "kube-prometheus-stack"}
+
+
+def prometheus_rule_body(name: str, namespace: str, groups: list[Group]) -> dict[str, Any]:
+    """The PrometheusRule object (apiVersion, kind, metadata, spec), as plain data."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**RELEASE_LABEL, "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
+        },
+        "spec": {"groups": groups},
+    }
+
+
+class AlertRules(pulumi.ComponentResource):
+    """Recording rules and alerts of the IPA platform, in the monitoring namespace."""
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ipa-ops:monitoring:AlertRules", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.rules: dict[str, CustomResource] = {}
+        for rule_name, groups in (("ipa-recording-rules", recording_groups(settings)), ("ipa-alerts", alert_groups(settings))):
+            body = prometheus_rule_body(rule_name, settings.monitoring_namespace, groups)
+            self.rules[rule_name] = CustomResource(
+                rule_name,
+                api_version=str(body["apiVersion"]),
+                kind=str(body["kind"]),
+                metadata=body["metadata"],
+                spec=body["spec"],
+                opts=child,
+            )
+        self.register_outputs({"prometheus_rules": list(self.rules)})
+
+
+__all__ = ["AlertRules", "alert_names", "prometheus_rule_body", "recording_names", "rule_groups"]

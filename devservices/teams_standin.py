@@ -1,0 +1,106 @@
+"""A stand-in for Microsoft Teams Workflows webhooks: an HTTP server on 127.0.0.1 that records every POST.
+
+Alertmanager's `msteamsv2_configs` posts an Adaptive Card message to the webhook URL; the real
+Workflows endpoint answers 202 Accepted. This server answers the same way and keeps each post
+(arrival time, path, parsed JSON) so a test or the drill can check which alerts were delivered::
+
+    with TeamsStandin() as teams:
+        webhook = teams.webhook_url("critical")   # http://127.0.0.1:<port>/workflows/critical
+        ...
+        teams.posts                                # [TeamsPost(received_at, path, body, text)]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from devservices.process import free_port
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TeamsPost:
+    received_at: float  # unix time
+    path: str
+    body: Any  # parsed JSON (None when the body was not JSON)
+    text: str  # the raw body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _TeamsServer
+
+    def do_POST(self) -> None:
+        length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
+        raw = self.rfile.read(length).decode("utf-8", errors="replace")
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        self.server.standin.record(TeamsPost(time.time(), self.path, body, raw))
+        # The Workflows endpoint accepts with 202 and no body.
+        self.send_response(202 if body is not None else 400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _TeamsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, standin: TeamsStandin) -> None:
+        self.standin = standin
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+class TeamsStandin:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._posts: list[TeamsPost] = []
+        self._server: _TeamsServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def webhook_url(self, name: str = "alerts") -> str:
+        return f"{self.url}/workflows/{name}"
+
+    def record(self, post: TeamsPost) -> None:
+        with self._lock:
+            self._posts.append(post)
+
+    @property
+    def posts(self) -> list[TeamsPost]:
+        with self._lock:
+            return list(self._posts)
+
+    def start(self) -> TeamsStandin:
+        self._server = _TeamsServer(self.port, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> TeamsStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
