@@ -84,7 +84,7 @@ def postgres_env(settings: Settings, database: str) -> list[dict[str, Any]]:
         _secret_env("PGPASSWORD", settings.postgres_credentials_secret, "password"),
         {"name": "PGDATABASE", "value": database},
         # A managed (Azure) server outside the cluster is reached over TLS only.
-        {"name": "PGSSLMODE", "value": "prefer" if _in_cluster(settings.postgres_host) else "require"},
+        {"name": "PGSSLMODE", "value": settings.postgres_ssl_mode},
     ]
 
 

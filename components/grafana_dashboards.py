@@ -48,7 +48,7 @@ class GrafanaDashboards(pulumi.ComponentResource):
     """One ConfigMap per IPA dashboard in the monitoring namespace."""
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("ipa:monitoring:GrafanaDashboards", name, None, opts)
+        super().__init__("ipa-ops:monitoring:GrafanaDashboards", name, None, opts)
         self.config_maps: dict[str, k8s.core.v1.ConfigMap] = {}
         for uid, spec in dashboard_config_maps(settings).items():
             metadata = spec["metadata"]

@@ -236,7 +236,7 @@ class Settings:
     postgres_host: str = setting("ipa-postgres.ipa.svc.cluster.local", "PostgreSQL host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
     postgres_port: int = setting(5432, "PostgreSQL port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
     postgres_database: str = setting("ipa", "PostgreSQL database that is backed up.", matches(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}", "a PostgreSQL database name"))
-    postgres_ssl_mode: str = setting("require", "sslmode of the postgres-exporter connection (Azure Database for PostgreSQL needs TLS).", one_of("disable", "require", "verify-ca", "verify-full"))
+    postgres_ssl_mode: str = setting("require", "sslmode of every PostgreSQL connection: exporter, backup and drill (Azure Database for PostgreSQL needs TLS).", one_of("disable", "require", "verify-ca", "verify-full"))
     postgres_credentials_secret: str = setting("ipa-postgres-credentials", "Existing Secret (keys `username`, `password`) for PostgreSQL.", DNS_LABEL)
     redis_host: str = setting("ipa-redis-master.ipa.svc.cluster.local", "Redis host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
     redis_port: int = setting(6379, "Redis port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")

@@ -60,7 +60,7 @@ def build(settings: Settings) -> dict[str, Any]:
     board.add(single(settings, "Succeeded jobs", f"Backup and drill Jobs in namespace {settings.backup_namespace} that succeeded (kept by the CronJob history).",
                      "short", Query(f"sum(kube_job_status_succeeded{{{jobs}}})")), 6, 4)
     board.add(single(settings, "Failed jobs", f"Backup and drill Jobs in namespace {settings.backup_namespace} that failed; BackupJobFailed fires on any.",
-                     "short", Query(f"sum(kube_job_status_failed{{{jobs}}})"), limit_steps(None, 1), ["BackupJobFailed"]), 6, 4)
+                     "short", Query(f'sum(kube_job_failed{{{jobs}, condition="true"}})'), limit_steps(None, 1), ["BackupJobFailed"]), 6, 4)
     board.add(single(settings, "Since last successful CronJob run", "Time since each CronJob last completed a Job successfully.", "s",
                      Query(f"time() - max by (cronjob) (kube_cronjob_status_last_successful_time{{{jobs}}})", "{{cronjob}}"),
                      limit_steps(0.75 * rpo, rpo)), 12, 4)

@@ -1,6 +1,6 @@
 """A stand-in SMTP relay (aiosmtpd) on 127.0.0.1 that records every message it accepts.
 
-It offers AUTH (PLAIN, LOGIN) without TLS, as Alertmanager with `require_tls: false` expects, and
+It offers AUTH PLAIN without TLS, as Alertmanager with `require_tls: false` expects, and
 accepts only the configured user name and password, so a delivery proves that Alertmanager read
 the password from its secret file::
 
@@ -97,6 +97,9 @@ class SmtpStandin:
             authenticator=self._authenticate,
             auth_require_tls=False,
             auth_required=True,
+            # aiosmtpd's LOGIN prompts ("User Name") differ from what Alertmanager's LOGIN expects
+            # ("Username:"), and Alertmanager picks the first mechanism offered: offer PLAIN only.
+            auth_exclude_mechanism=["LOGIN"],
         )
         self._controller.start()
         return self

@@ -56,7 +56,7 @@ MODEL_SHARE = (0.6, 0.3, 0.1)
 ERROR_TYPES = ("rate_limit", "overloaded", "api_error", "timeout", "connection", "invalid_request", "authentication")
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 # Tokens per Claude call by type (rough shape of a document-processing workload).
-TOKENS_PER_CALL = {"input": 2500, "output": 600, "cache_read": 4000, "cache_write": 800}
+TOKENS_PER_CALL = {"input": 1200, "output": 300, "cache_read": 2000, "cache_write": 400}
 
 FAULTS: dict[str, float | bool] = {
     "errors_5xx": 0.0,
@@ -153,7 +153,7 @@ class StandinBackend:
         port: int | None = None,
         traffic_per_second: float = 20.0,
         executions_per_second: float = 1.0,
-        claude_calls_per_second: float = 2.0,
+        claude_calls_per_second: float = 1.0,
         seed: int = 86,
         max_runtime_seconds: float = 3600.0,
     ) -> None:
@@ -289,8 +289,10 @@ class StandinBackend:
             roll = rng.random()
             if roll < failure_share:
                 status = rng.choice(("failure", "timeout"))
-            elif roll < failure_share + 0.02:
-                status = rng.choice(("failure", "timeout", "cancelled"))
+            elif roll < failure_share + 0.003:
+                status = rng.choice(("failure", "timeout"))  # a trickle of baseline failures
+            elif roll < failure_share + 0.01:
+                status = "cancelled"
             else:
                 status = "success"
             m.executions.labels(workflow, status).inc()

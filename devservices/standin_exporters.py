@@ -74,6 +74,8 @@ class _Exporters:
                              [*pod_labels, "container", "reason"], registry=ksm)
         self.job_failed = Gauge("kube_job_status_failed", "The number of pods which reached Phase Failed and the reason for failure.",
                                 ["namespace", "job_name", "reason"], registry=ksm)
+        self.job_failed_condition = Gauge("kube_job_failed", "The job has failed its execution.",
+                                          ["namespace", "job_name", "condition"], registry=ksm)
         self.job_succeeded = Gauge("kube_job_status_succeeded", "The number of pods which reached Phase Succeeded.",
                                    ["namespace", "job_name"], registry=ksm)
         self.job_start = Gauge("kube_job_status_start_time", "StartTime represents time when the job was acknowledged by the Job Manager.",
@@ -155,6 +157,8 @@ class _Exporters:
             job = f"{cronjob}-{int(started) // 60}"
             self.job_succeeded.labels(backup_namespace, job).set(1)
             self.job_failed.labels(backup_namespace, job, "").set(0)
+            for condition in ("true", "false", "unknown"):
+                self.job_failed_condition.labels(backup_namespace, job, condition).set(1 if condition == "false" else 0)
             self.job_start.labels(backup_namespace, job).set(started)
             self.job_owner.labels(backup_namespace, job, "CronJob", cronjob, "true").set(1)
             self.cron_last_schedule.labels(backup_namespace, cronjob).set(started)

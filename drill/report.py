@@ -167,10 +167,14 @@ def chart(timeline: Timeline, path: Path) -> None:
         ax.broken_barh([(run.started - t0, max(run.seconds, 0.3))], (y[lane] - 0.3, 0.6), color=color)
         if run.command != "backup":
             ax.text(run.started - t0, y[lane] + 0.35, run.command, fontsize=7)
+    # Faults injected together share one bar and one label.
+    together: dict[tuple[float, float], list[str]] = {}
     for name, start, end in timeline.faults:
         stop = end if end is not None else start + 5
+        together.setdefault((round(start, 0), round(stop, 0)), []).append(name)
+    for (start, stop), names in together.items():
         ax.broken_barh([(start - t0, stop - start)], (y["faults"] - 0.3, 0.6), color="#ccb974", alpha=0.7)
-        ax.text(start - t0, y["faults"] + 0.35, name, fontsize=7)
+        ax.text(start - t0 + 0.5, y["faults"] - 0.1, " + ".join(names), fontsize=6.5)
     for channel, lane in (("teams", "Teams"), ("email", "e-mail")):
         for status, marker, color in (("firing", "^", "#c44e52"), ("resolved", "v", "#55a868")):
             xs = [n.received_at - t0 for n in timeline.notifications if n.channel == channel and n.status == status]
@@ -185,7 +189,7 @@ def chart(timeline: Timeline, path: Path) -> None:
     ax.set_ylim(-0.7, len(lanes) - 0.2)
     ax.set_xlabel("seconds since the drill started")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7, title="notifications", title_fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title="notifications", title_fontsize=7)
     ax.set_title("make drill: timeline", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -242,7 +242,7 @@ class Drill:
         teams = stack.enter_context(TeamsStandin())
         smtp = stack.enter_context(SmtpStandin(self.settings.smtp_auth_username, secrets.token_urlsafe(16)))
         backend = stack.enter_context(
-            StandinBackend(traffic_per_second=30, executions_per_second=6, claude_calls_per_second=3, seed=self.seed,
+            StandinBackend(traffic_per_second=30, executions_per_second=6, claude_calls_per_second=1, seed=self.seed,
                            max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60))
         pg_env = pg.env(self.settings.postgres_database)
         self.report.check("services started", True,
@@ -377,15 +377,18 @@ class Drill:
         self.say("baseline: letting the rules evaluate before any fault")
         ok = self.wait(lambda: bool(prom.query("ipa:http_requests:rate5m")) and bool(prom.query("ipa:backup_age_seconds")), 30)
         time.sleep(8)  # longer than the longest compressed `for:` of the rehearsed alerts
-        firing = [a["labels"]["alertname"] for a in prom.alerts() if a["state"] in ("firing", "pending")]
+        active = prom.alerts()
+        firing = [a["labels"]["alertname"] for a in active if a["state"] == "firing"]
+        pending = sorted({a["labels"]["alertname"] for a in active if a["state"] == "pending"})
         rehearsed = sorted({a for a in firing if a in REHEARSED})
         others = sorted(set(firing) - set(REHEARSED))
         self.report.check(
-            "quiet baseline (no rehearsed alert before its fault)",
+            "quiet baseline (no rehearsed alert firing before its fault)",
             ok and not rehearsed,
             ("recording rules produce data" if ok else "recording rules produced no data within 30s")
-            + (f"; already active: {', '.join(rehearsed)}" if rehearsed else "")
-            + (f"; other active alerts (not rehearsed): {', '.join(others)}" if others else "; nothing else active"),
+            + (f"; already firing: {', '.join(rehearsed)}" if rehearsed else "")
+            + (f"; other firing alerts (not rehearsed): {', '.join(others)}" if others else "; nothing else firing")
+            + (f"; pending: {', '.join(pending)}" if pending else ""),
         )
 
     # --- 4. recovery -------------------------------------------------------------------------------------
@@ -418,7 +421,13 @@ class Drill:
             self.schedule.resume()
             return
         self._verify_restore(run, disaster)
+        before = sum(r.ok for r in self.schedule.backups)
         self.schedule.resume()
+        ok = self.schedule.wait_for_backups(before + 1, timeout=min(60.0, self.remaining()))
+        latest = self.schedule.backups[-1] if self.schedule.backups else None
+        self.report.check("backups resume after the restore", ok,
+                          f"backup of the restored data in {latest.seconds:.1f}s" if ok and latest else
+                          f"no successful backup after the restore: {latest.output_tail if latest else 'none ran'}")
 
     def _verify_restore(self, run: ToolRun, disaster: float) -> None:
         assert self.settings is not None and self.schedule is not None
@@ -630,6 +639,10 @@ class Drill:
             self._schedule_check(runs)
         self.timeline.writes = sorted((w for writer in self.writers for w in writer.writes), key=lambda w: w[1])
         self.report.notes.append(f"random seed {self.seed} (rerun with `python -m drill --seed {self.seed}`)")
+        self.report.notes.append(
+            "Alert delivery and resolution times are measured with the compressed `for:` durations and route timers "
+            "listed above; in production add the real `for:` (e.g. 5m for HighErrorRate) and group_wait (10s for critical, "
+            "30s otherwise) or group_interval (5m) for resolved notifications.")
         self.report.notes.append("Everything ran on 127.0.0.1 of this machine; nothing here was verified on Azure or AKS.")
         self.report.run_seconds = time.time() - self.started
         json_path, md_path = report.write(self.report, self.timeline, self.out_dir)

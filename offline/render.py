@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = render(args.stack, stack_path, out)
     except SettingsError as err:
+        # A stale render of earlier settings must not pass for this one.
+        shutil.rmtree(out, ignore_errors=True)
         print(f"render: {stack_path.name}: {err}", file=sys.stderr)
         return 1
     print(f"render: {args.stack}: {len(run.recorded)} resources -> {out} in {time.monotonic() - started:.1f}s")

@@ -177,11 +177,11 @@ def _backups(t: Traffic) -> Series:
         series[name] = [float("nan") if g else v for v, g in zip(values, gone, strict=True)]
     job = 'job="kube-state-metrics", namespace="ipa-backup"'
     ok_job = "ipa-backup-29000000"
-    series[f'kube_job_status_failed{{{job}, job_name="{ok_job}", reason="BackoffLimitExceeded"}}'] = const(0)
+    series[f'kube_job_failed{{{job}, job_name="{ok_job}", condition="true"}}'] = const(0)
     series[f'kube_job_status_start_time{{{job}, job_name="{ok_job}"}}'] = const(-600)
     if t.failed_backup_job_at is not None:
         bad = "ipa-backup-29000030"
-        series[f'kube_job_status_failed{{{job}, job_name="{bad}", reason="BackoffLimitExceeded"}}'] = step(
+        series[f'kube_job_failed{{{job}, job_name="{bad}", condition="true"}}'] = step(
             float("nan"), 1, t.failed_backup_job_at)
         series[f'kube_job_status_start_time{{{job}, job_name="{bad}"}}'] = step(
             float("nan"), (t.failed_backup_job_at - 20) * 60, t.failed_backup_job_at)

@@ -49,7 +49,7 @@ CONTRACT = {
 DASHBOARD_EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "prometheus": frozenset({"ALERTS"}),  # the firing-alert series Prometheus writes
     "kube-state-metrics": frozenset({
-        "kube_pod_info", "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded",
+        "kube_pod_info", "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded", "kube_job_status_failed",
         "kube_cronjob_status_last_successful_time",
     }),
     "node-exporter": frozenset({
@@ -280,7 +280,7 @@ def test_dashboards_ship_as_sidecar_config_maps(run_stack: RunStack) -> None:
         assert metadata["annotations"] == {FOLDER_ANNOTATION: FOLDER} and FOLDER == "IPA Platform"
         assert list(recorded.inputs["data"]) == [f"{uid}.json"]
         assert json.loads(recorded.inputs["data"][f"{uid}.json"])["uid"] == uid
-        assert recorded.parent_type == "ipa:monitoring:GrafanaDashboards"
+        assert recorded.parent_type == "ipa-ops:monitoring:GrafanaDashboards"
 
 
 def test_the_folder_annotation_is_the_one_grafana_reads() -> None:

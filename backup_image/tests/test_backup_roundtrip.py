@@ -99,3 +99,18 @@ def test_restore_named_older_set(world: World) -> None:
     result = world.run("restore", first["set_id"], "--pg-database", f"{world.database}_old", "--only", "postgres")
     assert result.returncode == 0, result.stderr
     assert world.pg.psql("SELECT count(*) FROM app.executions", f"{world.database}_old").strip() == "5000"
+
+
+def test_redis_password_from_rediscli_auth_as_the_cronjob_sets_it(world: World) -> None:
+    """The CronJob puts no password in REDIS_URL; it sets REDISCLI_AUTH from a Secret."""
+    from conftest import REDIS_PASSWORD
+
+    env = {"REDIS_URL": f"redis://127.0.0.1:{world.redis.port}/{world.redis_db}", "REDISCLI_AUTH": REDIS_PASSWORD}
+    before = data.redis_fingerprint(world.rcli())
+    backup = world.run("backup", env=env)
+    assert backup.returncode == 0, backup.stderr
+    assert REDIS_PASSWORD not in backup.stderr + backup.stdout
+    world.rcli().flushdb()
+    restore = world.run("restore", "--only", "redis", env=env)
+    assert restore.returncode == 0, restore.stderr
+    assert data.redis_fingerprint(world.rcli()) == before

@@ -365,7 +365,7 @@ def backup_alerts(s: Settings) -> list[Rule]:
               f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric is missing altogether.",
               BACKUP_DR, "5m"),
         alert(s, "BackupJobFailed",
-              f'max by (namespace, job_name) (kube_job_status_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) > 0\n'
+              f'max by (namespace, job_name) (kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
               f"and on (namespace, job_name)\n"
               f'  (time() - max by (namespace, job_name) (kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
               "warning", "A backup Job failed",

@@ -24,7 +24,7 @@ CONTRACT_METRICS = frozenset({
 EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "prometheus": frozenset({"up"}),  # scrape health, written by Prometheus itself
     "kube-state-metrics": frozenset({
-        "kube_job_status_failed",
+        "kube_job_failed",
         "kube_job_status_start_time",
         "kube_pod_container_status_restarts_total",
         "kube_pod_container_status_waiting_reason",
