@@ -1,7 +1,8 @@
 """Helm values of kube-prometheus-stack for AKS, built by a pure function from the settings.
 
 Every key path set here exists in the chart's values.yaml (kube-prometheus-stack 88.5.3 and
-its grafana 12.11.1 subchart); tests/test_monitoring.py checks that against a key list.
+its grafana 12.11.1 and kube-state-metrics 8.4.0 subcharts); tests/test_monitoring.py checks that
+against a key list.
 No secret value is ever placed in these values: Grafana's admin password and the
 Alertmanager secrets are Kubernetes Secrets referenced by name.
 """
@@ -31,6 +32,11 @@ GRAFANA_DATASOURCE_UID = "prometheus"
 # Azure CNI powered by Cilium). Scraping them would only produce TargetDown / *Down alerts.
 AKS_DISABLED_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
 AKS_DISABLED_DEFAULT_RULES = ("etcd", "kubeControllerManager", "kubeSchedulerAlerting", "kubeSchedulerRecording", "kubeProxy", "windows")
+
+
+# kube_pod_labels carries no Kubernetes label unless allowed: the rules and dashboards find the
+# ipa-backend pods by their label app=ipa-backend (SPEC §4), exported as `label_app`.
+KUBE_STATE_METRICS_LABELS_ALLOWLIST = ["pods=[app]"]
 
 
 def node_exporter_namespace(settings: Settings) -> str:
@@ -163,6 +169,7 @@ def kube_prometheus_stack_values(settings: Settings) -> dict[str, Any]:
         "coreDns": {"enabled": True},
         "kubeDns": {"enabled": False},
         "prometheus-node-exporter": {"namespaceOverride": node_exporter_namespace(settings)},
+        "kube-state-metrics": {"metricLabelsAllowlist": list(KUBE_STATE_METRICS_LABELS_ALLOWLIST)},
         "prometheus": _prometheus(settings),
         "alertmanager": _alertmanager(settings),
         "grafana": _grafana(settings),

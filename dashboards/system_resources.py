@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.rules.groups import BACKEND_APP, backend_pods
 from components.settings import Settings
 from dashboards.common import Board, Query, datasource_variable, floor_steps, graph, limit_steps, query_variable, single
 
 UID = "system-resources"
-# Backend pods are named after their workload (ipa-backend-<hash>-<id> or ipa-backend-<n>).
-PODS = 'namespace="$namespace", pod=~"ipa-backend-.*"'
+PODS = 'namespace="$namespace"'
 CONTAINERS = f'{PODS}, container!="", container!="POD"'
 NODES = 'instance=~"$instance"'
 # Virtual and loopback interfaces would count pod traffic twice.
@@ -20,13 +20,26 @@ REAL_FILESYSTEMS = 'fstype!~"tmpfs|overlay|squashfs|nsfs|ramfs"'
 UTILISATION = limit_steps(0.8, 0.9)
 
 
+READY = f'kube_pod_status_ready{{{PODS}, condition="true"}}'
+RESTARTS = f"increase(kube_pod_container_status_restarts_total{{{PODS}}}[$__range])"
+
+
+def backend(expr: str) -> str:
+    """`expr` kept for the ipa-backend pods only: found by their label app=ipa-backend (SPEC §4), not by name."""
+    return f"{expr} * on (namespace, pod) group_left () {backend_pods('$namespace')}"
+
+
+def per_pod(expr: str) -> str:
+    return f"sum by (pod) ({backend(expr)})"
+
+
 def build(settings: Settings) -> dict[str, Any]:
     board = Board(
         settings, UID,
         "CPU, memory, network and disk of the ipa-backend pods, the nodes, persistent volumes and the PostgreSQL and Redis state stores.",
         [
             datasource_variable(),
-            query_variable("namespace", "Namespace", "label_values(kube_pod_info, namespace)", "Namespace of the ipa-backend pods.",
+            query_variable("namespace", "Namespace", f'label_values(kube_pod_labels{{label_app="{BACKEND_APP}"}}, namespace)', "Namespace of the ipa-backend pods.",
                            default=settings.backend_namespace),
             query_variable("instance", "Node", "label_values(node_uname_info, instance)", "Nodes to show (node-exporter instances).", multi=True),
         ],
@@ -34,29 +47,29 @@ def build(settings: Settings) -> dict[str, Any]:
 
     board.row("ipa-backend pods")
     board.add(graph(settings, "CPU by pod (cores)", "CPU cores each backend pod uses, with its requests and limits.", "short",
-                    [Query(f"sum by (pod) (rate(container_cpu_usage_seconds_total{{{CONTAINERS}}}[$__rate_interval]))", "{{pod}}"),
-                     Query(f'sum by (pod) (kube_pod_container_resource_requests{{{PODS}, resource="cpu"}})', "request {{pod}}"),
-                     Query(f'sum by (pod) (kube_pod_container_resource_limits{{{PODS}, resource="cpu"}})', "limit {{pod}}")]))
+                    [Query(per_pod(f"rate(container_cpu_usage_seconds_total{{{CONTAINERS}}}[$__rate_interval])"), "{{pod}}"),
+                     Query(per_pod(f'kube_pod_container_resource_requests{{{PODS}, resource="cpu"}}'), "request {{pod}}"),
+                     Query(per_pod(f'kube_pod_container_resource_limits{{{PODS}, resource="cpu"}}'), "limit {{pod}}")]))
     board.add(graph(settings, "CPU throttling by pod", "Share of CFS periods in which the pod hit its CPU limit; throttling adds latency.",
                     "percentunit",
-                    [Query(f"sum by (pod) (rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}}}[$__rate_interval]))"
-                           f" / (sum by (pod) (rate(container_cpu_cfs_periods_total{{{CONTAINERS}}}[$__rate_interval])) > 0)", "{{pod}}")],
+                    [Query(per_pod(f"rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}}}[$__rate_interval])")
+                           + f" / (sum by (pod) (rate(container_cpu_cfs_periods_total{{{CONTAINERS}}}[$__rate_interval])) > 0)", "{{pod}}")],
                     limit_steps(0.1, 0.25), max_value=1))
     board.add(graph(settings, "Memory by pod", "Working-set memory of each backend pod (what the OOM killer counts), with requests and limits.",
                     "bytes",
-                    [Query(f"sum by (pod) (container_memory_working_set_bytes{{{CONTAINERS}}})", "{{pod}}"),
-                     Query(f'sum by (pod) (kube_pod_container_resource_requests{{{PODS}, resource="memory"}})', "request {{pod}}"),
-                     Query(f'sum by (pod) (kube_pod_container_resource_limits{{{PODS}, resource="memory"}})', "limit {{pod}}")]))
+                    [Query(per_pod(f"container_memory_working_set_bytes{{{CONTAINERS}}}"), "{{pod}}"),
+                     Query(per_pod(f'kube_pod_container_resource_requests{{{PODS}, resource="memory"}}'), "request {{pod}}"),
+                     Query(per_pod(f'kube_pod_container_resource_limits{{{PODS}, resource="memory"}}'), "limit {{pod}}")]))
     board.add(graph(settings, "Network by pod", "Bytes per second each backend pod receives and sends.", "Bps",
-                    [Query(f"sum by (pod) (rate(container_network_receive_bytes_total{{{PODS}}}[$__rate_interval]))", "in {{pod}}"),
-                     Query(f"sum by (pod) (rate(container_network_transmit_bytes_total{{{PODS}}}[$__rate_interval]))", "out {{pod}}")]))
+                    [Query(per_pod(f"rate(container_network_receive_bytes_total{{{PODS}}}[$__rate_interval])"), "in {{pod}}"),
+                     Query(per_pod(f"rate(container_network_transmit_bytes_total{{{PODS}}}[$__rate_interval])"), "out {{pod}}")]))
     board.add(graph(settings, "Container disk I/O by pod", "Bytes per second each backend pod reads from and writes to its disks.", "Bps",
-                    [Query(f"sum by (pod) (rate(container_fs_reads_bytes_total{{{CONTAINERS}}}[$__rate_interval]))", "read {{pod}}"),
-                     Query(f"sum by (pod) (rate(container_fs_writes_bytes_total{{{CONTAINERS}}}[$__rate_interval]))", "write {{pod}}")]))
+                    [Query(per_pod(f"rate(container_fs_reads_bytes_total{{{CONTAINERS}}}[$__rate_interval])"), "read {{pod}}"),
+                     Query(per_pod(f"rate(container_fs_writes_bytes_total{{{CONTAINERS}}}[$__rate_interval])"), "write {{pod}}")]))
     board.add(single(settings, "Pods ready", "Backend pods whose readiness probe passes.", "short",
-                     Query(f'sum(kube_pod_status_ready{{{PODS}, condition="true"}})'), floor_steps(1)), 6, 8)
+                     Query(f"sum({backend(READY)})"), floor_steps(1)), 6, 8)
     board.add(single(settings, "Container restarts (time range)", "Container restarts of backend pods in the selected time range; crash loops show here.",
-                     "short", Query(f"sum(increase(kube_pod_container_status_restarts_total{{{PODS}}}[$__range]))"),
+                     "short", Query(f"sum({backend(RESTARTS)})"),
                      limit_steps(1, 5)), 6, 8)
 
     board.row("Nodes")

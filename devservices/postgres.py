@@ -10,7 +10,9 @@ Usage::
 The superuser is `pg.user` with password `pg.password` (scram-sha-256 over TCP). When run as
 root the server runs as the `postgres` system user (Debian's package creates it), because
 PostgreSQL refuses to run as root. `fast=True` (the default) turns off fsync for test speed;
-pass `fast=False` for benchmarks. Everything is removed on exit.
+pass `fast=False` for benchmarks. `settings` adds or overrides server settings (`-c key=value`).
+`base_dir` (default: the system temp dir) must be traversable by the `postgres` user when run as
+root. Everything is removed on exit.
 """
 
 from __future__ import annotations

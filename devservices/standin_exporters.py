@@ -30,6 +30,7 @@ NODE = "aks-system-38217465-vmss000000"
 NODE_IP = "10.224.0.4"
 BACKEND_PODS = ("ipa-backend-0", "ipa-backend-1")
 BACKEND_CONTAINER = "ipa-backend"
+BACKEND_APP = "ipa-backend"  # the pods' label app=ipa-backend (SPEC §4), which rules and dashboards select on
 CPU_MODES = ("idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice")
 GiB = 1024**3
 TICK_SECONDS = 0.2
@@ -62,6 +63,9 @@ class _Exporters:
         self.pod_info = Gauge("kube_pod_info", "Information about pod.",
                               ["namespace", "pod", "uid", "host_ip", "pod_ip", "node", "created_by_kind", "created_by_name",
                                "priority_class", "host_network"], registry=ksm)
+        # Only the labels allowed by kube-state-metrics' metricLabelsAllowlist (pods=[app]) appear.
+        self.pod_labels = Gauge("kube_pod_labels", "Kubernetes labels converted to Prometheus labels.",
+                                [*pod_labels, "label_app"], registry=ksm)
         self.pod_ready = Gauge("kube_pod_status_ready", "Describes whether the pod is ready to serve requests.",
                                [*pod_labels, "condition"], registry=ksm)
         self.requests = Gauge("kube_pod_container_resource_requests", "The number of requested request resource by a container.",
@@ -139,6 +143,7 @@ class _Exporters:
             uid = f"5b0c6d2e-0000-4000-8000-00000000000{index}"
             self.pod_info.labels(namespace, pod, uid, NODE_IP, f"10.244.0.{10 + index}", NODE, "StatefulSet", "ipa-backend",
                                  "", "false").set(1)
+            self.pod_labels.labels(namespace, pod, uid, BACKEND_APP).set(1)
             for condition, value in (("true", 1), ("false", 0), ("unknown", 0)):
                 self.pod_ready.labels(namespace, pod, uid, condition).set(value)
             for gauge, cpu, memory in ((self.requests, 0.5, 512 * 1024**2), (self.limits, 1.0, GiB)):

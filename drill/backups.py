@@ -58,6 +58,9 @@ class BackupTool:
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 out, _ = proc.communicate()
+            except BaseException:  # Ctrl-C: the tool runs in its own session and gets no SIGINT
+                _kill(proc)
+                raise
             finally:
                 with self._lock:
                     self._procs.discard(proc)

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -103,6 +104,7 @@ class Drill:
         self.tool: BackupTool | None = None
         self.schedule: BackupSchedule | None = None
         self.writers: list[workload.Writer] = []
+        self.temp_dirs: list[Path] = []
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -139,6 +141,8 @@ class Drill:
                     writer.kill()
                 if self.schedule is not None:
                     self.schedule.stop()
+                for folder in self.temp_dirs:
+                    shutil.rmtree(folder, ignore_errors=True)
         still_open = [p for p in ports if port_open(p)]
         self.report.check("every process stopped", not still_open,
                           f"{len(ports)} loopback ports closed" if not still_open else f"still listening: {still_open}")
@@ -254,8 +258,9 @@ class Drill:
 
     def _tool_env(self, s: Stack, which: str, cron: artifacts.CronJobSpec | None) -> dict[str, str]:
         assert self.settings is not None
-        tmp = self.work / f"{which}-tmp"
-        tmp.mkdir(exist_ok=True)
+        # Short and under /tmp: the tool puts unix sockets (108-byte limit) in its work folder.
+        tmp = Path(tempfile.mkdtemp(prefix=f"ipa-drill-{which}-"))
+        self.temp_dirs.append(tmp)
         local = {
             "PGHOST": s.pg_env["PGHOST"], "PGPORT": s.pg_env["PGPORT"], "PGUSER": s.pg_env["PGUSER"],
             "PGPASSWORD": s.pg_env["PGPASSWORD"], "REDIS_URL": s.redis_url, "REDISCLI_AUTH": s.redis_password,
@@ -401,6 +406,12 @@ class Drill:
             return
         delay = self.rng.uniform(0.0, self.interval)
         time.sleep(delay)
+        # Not in the middle of a backup: a set whose dump predates the disaster but whose Redis
+        # copy follows the FLUSHALL would be complete yet empty, which says nothing about restores.
+        # Backups stop with the application (as failing CronJob runs would) until the restore is verified.
+        waited = time.monotonic()
+        self.schedule.pause(wait=True)
+        delay += time.monotonic() - waited
         writer = self.writers[-1]
         writer.kill()
         disaster = time.time()
@@ -410,8 +421,6 @@ class Drill:
         gone = self.pgc.run(f"SELECT count(*) FROM pg_database WHERE datname = '{self.pgc.env['PGDATABASE']}'",
                             database="postgres").strip() == "0" and int(self.rds.dbsize()) == 0
         self.report.check("disaster", gone, "database dropped and Redis empty" if gone else "data survived the disaster")
-        # The CronJob keeps running in a real outage; a backup taken now would capture nothing useful.
-        self.schedule.pause(wait=True)
         self.say("running `ipa-backup restore` (newest complete set)")
         run = self.tool.run("restore")
         self.report.restore_seconds = run.seconds

@@ -88,6 +88,8 @@ class Traffic:
     pushgateway_up: list[float] = field(default_factory=lambda: const(1))
     pg_up: list[float] = field(default_factory=lambda: const(1))
     crash_looping: list[float] = field(default_factory=lambda: const(0))
+    # A pod named like the backend but labelled app=ipa-backend-migrate (not a backend pod, SPEC §4).
+    migrate_crash_looping: list[float] = field(default_factory=lambda: const(0))
 
 
 def _http(t: Traffic) -> Series:
@@ -114,11 +116,18 @@ def _http(t: Traffic) -> Series:
         series[f"http_request_duration_seconds_count{{{labels}}}"] = counter(reqs)
         up = times(t.backend_up, [1.0 if s else float("nan") for s in share])
         series[f'up{{{B}, pod="{pod}"}}'] = up
+        # kube-state-metrics' pod labels (app=ipa-backend) exist while the pod does: the platform alerts join on them.
+        series[f'kube_pod_labels{{job="kube-state-metrics", namespace="ipa", pod="{pod}", uid="uid-{pod}", label_app="ipa-backend"}}'] = [
+            1.0 if s else float("nan") for s in share]
         series[f'kube_pod_container_status_waiting_reason{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", reason="CrashLoopBackOff"}}'] = t.crash_looping
         restarts = counter([c * 0.5 for c in t.crash_looping], 0)
         series[f'kube_pod_container_status_restarts_total{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend"}}'] = restarts
         series[f'container_memory_working_set_bytes{{job="kubelet", namespace="ipa", pod="{pod}", container="backend"}}'] = const(5e8)
         series[f'kube_pod_container_resource_limits{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", resource="memory", unit="byte"}}'] = const(1073741824)
+    migrate = 'job="kube-state-metrics", namespace="ipa", pod="ipa-backend-migrate-7xk2p"'
+    series[f'kube_pod_labels{{{migrate}, uid="uid-migrate", label_app="ipa-backend-migrate"}}'] = const(1)
+    series[f'kube_pod_container_status_waiting_reason{{{migrate}, container="migrate", reason="CrashLoopBackOff"}}'] = t.migrate_crash_looping
+    series[f'kube_pod_container_status_restarts_total{{{migrate}, container="migrate"}}'] = counter([c * 0.5 for c in t.migrate_crash_looping], 0)
     # While the backend is down nothing is scraped: its series end (stale), `up` reads 0.
     for name, values in series.items():
         if not name.startswith(("up{", "kube_", "container_")):
@@ -244,6 +253,8 @@ SCENARIOS = [
     s("backend crash: every pod crash-loops for the last 30 minutes",
       lambda: Traffic(backend_up=step(1, 0, 210), crash_looping=step(0, 1, 210)),
       {"IpaBackendDown", "IpaBackendCrashLooping", "IpaBackendPodRestarting"}),
+    s("a pod named ipa-backend-migrate-* but not labelled app=ipa-backend crash-loops for the last 30 minutes",
+      lambda: Traffic(migrate_crash_looping=step(0, 1, 210))),
     s("slow latency degradation: the share of 2.5-5 s requests grows to 20 % over three hours",
       lambda: Traffic(slow_share=ramp(0, 0.2, 60)),
       {"HighResponseTime", "IpaBackendLatencyBudgetBurnFast", "IpaBackendLatencyBudgetBurnSlow"}),

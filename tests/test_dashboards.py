@@ -49,7 +49,7 @@ CONTRACT = {
 DASHBOARD_EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "prometheus": frozenset({"ALERTS"}),  # the firing-alert series Prometheus writes
     "kube-state-metrics": frozenset({
-        "kube_pod_info", "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded", "kube_job_status_failed",
+        "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded", "kube_job_status_failed",
         "kube_cronjob_status_last_successful_time",
     }),
     "node-exporter": frozenset({

@@ -27,6 +27,8 @@ from components.monitoring_values import (
     kube_prometheus_stack_values,
     node_exporter_namespace,
 )
+from components.pushgateway import pushgateway_values
+from components.rules.groups import BACKEND_APP, backend_pods
 from components.settings import Settings
 from offline.runner import Run
 from offline.stackconfig import PLACEHOLDER_SECRETS
@@ -127,6 +129,14 @@ def test_prometheus_values(stack: str) -> None:
         assert spec[f"{kind}Selector"] == {"matchLabels": {"release": "kube-prometheus-stack"}}
         assert spec[f"{kind}NamespaceSelector"] == {}
     assert spec["remoteWrite"] == []
+
+
+def test_kube_state_metrics_exports_the_backend_app_label(stack: str) -> None:
+    """The rules and dashboards select the backend pods by kube_pod_labels' label_app (SPEC §4:
+    app=ipa-backend); kube-state-metrics exports that label only when the allowlist names it."""
+    values = kube_prometheus_stack_values(stack_settings(stack))
+    assert values["kube-state-metrics"] == {"metricLabelsAllowlist": ["pods=[app]"]}
+    assert f'label_app="{BACKEND_APP}"' in backend_pods("ipa") and BACKEND_APP == "ipa-backend"
 
 
 def test_remote_write_targets() -> None:
@@ -310,7 +320,7 @@ def known_paths() -> dict[str, set[str]]:
 OPAQUE = {"config", "grafana.ini", "resources", "volumeClaimTemplate", "externalLabels", "ruleSelector",
           "serviceMonitorSelector", "podMonitorSelector", "probeSelector", "ruleNamespaceSelector",
           "serviceMonitorNamespaceSelector", "podMonitorNamespaceSelector", "probeNamespaceSelector",
-          "securityContext", "podSecurityContext", "labels"}
+          "securityContext", "podSecurityContext", "containerSecurityContext", "labels", "additionalLabels"}
 
 
 def key_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
@@ -331,6 +341,7 @@ def test_values_keys_exist_in_charts(stack_name: str) -> None:
         f"kube-prometheus-stack@{settings.kube_prometheus_stack_version}": kube_prometheus_stack_values(settings),
         f"prometheus-postgres-exporter@{settings.postgres_exporter_chart_version}": postgres_exporter_values(settings),
         f"prometheus-redis-exporter@{settings.redis_exporter_chart_version}": redis_exporter_values(settings),
+        f"prometheus-pushgateway@{settings.pushgateway_chart_version}": pushgateway_values(settings),
     }
     for chart, values in charts.items():
         assert chart in known, f"no key list for {chart}: regenerate tests/data/chart_value_paths.txt for this version"
@@ -343,6 +354,16 @@ def test_key_check_catches_a_typo() -> None:
     assert "prometheus.prometheusSpec.retention" in known
     typo = {"prometheus": {"prometheusSpec": {"retension": "15d"}}}
     assert [p for p in key_paths(typo) if p not in known] == ["prometheus.prometheusSpec.retension"]
+
+
+def test_key_check_covers_the_pushgateway_release() -> None:
+    """A misspelt Pushgateway key is caught too, and its known list is the chart version the stack pins."""
+    settings = stack_settings("dev")
+    known = known_paths()[f"prometheus-pushgateway@{settings.pushgateway_chart_version}"]
+    assert settings.pushgateway_chart_version == "3.8.0"
+    assert {"persistentVolume.mountPath", "serviceMonitor.honorLabels", "extraArgs"} <= known
+    typo = {"persistentVolume": {"mountpath": "/data"}}
+    assert [p for p in key_paths(typo) if p not in known] == ["persistentVolume.mountpath"]
 
 
 def test_alertmanager_config_sets_every_chart_default_key(stack: str) -> None:

@@ -128,16 +128,30 @@ def test_thresholds_and_objectives_come_from_settings() -> None:
 
 def test_spec_alert_conditions_and_durations(stack: str) -> None:
     alerts = _alerts(stack)
+    # BackupTooOld has no `for`: an RPO breach fires at once, not minutes later (SPEC §5).
     expected_for = {"HighErrorRate": "5m", "HighResponseTime": "5m", "ClaudeAPIErrors": "2m", "IpaBackendDown": "5m",
-                    "ExecutionFailureRateHigh": "10m"}
+                    "ExecutionFailureRateHigh": "10m", "BackupTooOld": None}
     assert {name: alerts[name].get("for") for name in expected_for} == expected_for
     assert "absent(up{job=\"ipa-backend\"})" in alerts["IpaBackendDown"]["expr"]
     for target in ("postgres", "redis"):
-        assert f'absent(ipa_backup_last_success_timestamp_seconds{{job="ipa-backup", target="{target}"}})' in alerts["BackupTooOld"]["expr"]
+        assert (f'absent_over_time(ipa_backup_last_success_timestamp_seconds{{job="ipa-backup", target="{target}"}}[5m])'
+                in alerts["BackupTooOld"]["expr"])
     assert "absent(ipa_restore_drill_last_success_timestamp_seconds" in alerts["RestoreDrillFailed"]["expr"]
     assert 'status=~"failure|timeout"' in "".join(
         r["expr"] for g in rule_groups(stack_settings(stack)) for r in g["rules"] if r.get("record") == "ipa:execution_failures:ratio_rate5m"
     )
+
+
+def test_backend_pods_are_selected_by_their_app_label(stack: str) -> None:
+    """SPEC §4 names the backend pods by the label app=ipa-backend; a pod's name proves nothing."""
+    alerts = _alerts(stack)
+    settings = stack_settings(stack)
+    join = (f'* on (namespace, pod) group_left () max by (namespace, pod) '
+            f'(kube_pod_labels{{namespace="{settings.backend_namespace}", label_app="ipa-backend"}})')
+    for name in ("IpaBackendPodRestarting", "IpaBackendCrashLooping", "IpaBackendMemoryNearLimit"):
+        assert join in alerts[name]["expr"], name
+    exprs = [r["expr"] for g in rule_groups(settings) for r in g["rules"]]
+    assert not [e for e in exprs if "ipa-backend-" in e], "a rule still matches backend pods by name"
 
 
 def test_burn_rate_alerts_use_the_workbook_windows(stack: str) -> None:
@@ -181,7 +195,9 @@ def test_component_declares_the_prometheus_rules(run_stack: RunStack, stack_name
     settings = stack_settings(stack_name)
     run = run_stack(stack_name, program=lambda: AlertRules("alert-rules", settings))
     rules = run.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
-    assert sorted(r.name for r in rules) == ["ipa-alerts", "ipa-recording-rules"]
+    # Pulumi names carry the component's name; the Kubernetes objects keep theirs.
+    assert sorted(r.name for r in rules) == ["alert-rules-ipa-alerts", "alert-rules-ipa-recording-rules"]
+    assert sorted(r.inputs["metadata"]["name"] for r in rules) == ["ipa-alerts", "ipa-recording-rules"]
     component = run.one("ipa-ops:monitoring:AlertRules", "alert-rules")
     declared: list[dict] = []
     for rule in rules:

@@ -191,23 +191,47 @@ class BlobStore:
         return size, digest.hexdigest()
 
     def download(self, name: str, sink: Callable[[bytes], None]) -> tuple[int, str]:
-        """Stream a blob into `sink`; return (size, sha256 hex) of its bytes."""
+        """Stream a blob into `sink` in order; return (size, sha256 hex) of its bytes.
+
+        Ranges of one block size are fetched in parallel (bounded read-ahead) while this thread
+        hashes and feeds `sink`, so network, checksum and decompression overlap.
+        """
         digest = hashlib.sha256()
         size = 0
         progress = _Progress(name, self.settings.progress_interval, verb="downloaded")
+        blob = self.container.get_blob_client(name)
+        step = self.settings.block_size
+        pool = ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="download")
+
+        def fetch(offset: int, length: int) -> bytes:
+            data: bytes = blob.download_blob(offset=offset, length=length, max_concurrency=1).readall()
+            if len(data) != length:
+                raise IntegrityError(f"{name}: short read at offset {offset} ({len(data)} of {length} bytes)")
+            return data
+
         try:
-            stream = self.container.get_blob_client(name).download_blob(
-                max_concurrency=self.settings.upload_concurrency
-            )
-            for chunk in stream.chunks():
-                digest.update(chunk)
-                size += len(chunk)
-                sink(chunk)
+            total = int(blob.get_blob_properties().size)
+            ranges = iter([(offset, min(step, total - offset)) for offset in range(0, total, step)])
+            pending: deque[Future[bytes]] = deque()
+            for offset, length in ranges:
+                pending.append(pool.submit(fetch, offset, length))
+                if len(pending) >= self.settings.upload_concurrency * 2:
+                    break
+            while pending:
+                data = pending.popleft().result()
+                following = next(ranges, None)
+                if following is not None:
+                    pending.append(pool.submit(fetch, *following))
+                digest.update(data)
+                size += len(data)
+                sink(data)
                 progress.update(size)
         except ResourceNotFoundError as exc:
             raise IntegrityError(f"{name} is listed in the manifest but missing from storage") from exc
         except AzureError as exc:
             raise _storage_error(f"downloading {name}", exc) from exc
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         progress.done(size)
         return size, digest.hexdigest()
 

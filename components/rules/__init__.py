@@ -37,17 +37,18 @@ class AlertRules(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ipa-ops:monitoring:AlertRules", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self.rules: dict[str, CustomResource] = {}
         for rule_name, groups in (("ipa-recording-rules", recording_groups(settings)), ("ipa-alerts", alert_groups(settings))):
             body = prometheus_rule_body(rule_name, settings.monitoring_namespace, groups)
             self.rules[rule_name] = CustomResource(
-                rule_name,
+                f"{name}-{rule_name}",
                 api_version=str(body["apiVersion"]),
                 kind=str(body["kind"]),
                 metadata=body["metadata"],
                 spec=body["spec"],
-                opts=child,
+                # The resources were once named without the prefix: the alias makes this a rename, not a
+                # delete and re-create of the same Kubernetes object.
+                opts=pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(name=rule_name)]),
             )
         self.register_outputs({"prometheus_rules": list(self.rules)})
 

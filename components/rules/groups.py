@@ -21,6 +21,7 @@ Rule = dict[str, Any]
 Group = dict[str, Any]
 
 BACKEND = 'job="ipa-backend"'
+BACKEND_APP = "ipa-backend"  # SPEC §4: the backend pods carry the label app=ipa-backend
 BACKUP = 'job="ipa-backup"'
 # Divisor floor: any real request rate is far above it, so the ratio is exact when traffic
 # exists and 0 (not NaN) when it does not.
@@ -32,6 +33,7 @@ TICKET_BURNS = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 DEFAULT_MODEL = "__default__"
 BACKUP_TARGETS = ("postgres", "redis")
+BACKUP_MISSING_GRACE = "5m"  # how long the backup metric may be absent before BackupTooOld fires
 # Fixed thresholds of the platform alerts (not worth a setting each).
 POD_RESTARTS_PER_HOUR = 3
 MEMORY_NEAR_LIMIT = 0.9
@@ -101,6 +103,21 @@ def record(name: str, expr: str, labels: dict[str, str] | None = None) -> Rule:
     if labels:
         rule["labels"] = labels
     return rule
+
+
+def backend_pods(namespace: str) -> str:
+    """One series per ipa-backend pod of the namespace, value 1: the right-hand side of a join.
+
+    Pods are found by their label app=ipa-backend, not by name: kube-state-metrics exports it as
+    `label_app` of kube_pod_labels (metricLabelsAllowlist pods=[app]). max by drops the exporter's
+    own labels, so two kube-state-metrics replicas still give one series per pod.
+    """
+    return f'max by (namespace, pod) (kube_pod_labels{{namespace="{namespace}", label_app="{BACKEND_APP}"}})'
+
+
+def on_backend_pods(expr: str, namespace: str) -> str:
+    """`expr` (a vector with namespace and pod labels) restricted to the ipa-backend pods, its labels kept."""
+    return f"{expr}\n* on (namespace, pod) group_left () {backend_pods(namespace)}"
 
 
 def _ratio(numerator: str, denominator: str) -> str:
@@ -352,18 +369,25 @@ def claude_alerts(s: Settings) -> list[Rule]:
 
 def backup_alerts(s: Settings) -> list[Rule]:
     rpo = s.rpo_target_minutes * 60
-    absent_targets = "".join(
-        f'\nor absent(ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target="{t}"}})' for t in BACKUP_TARGETS
-    )
+    # No `for`: the age condition fires at the first evaluation past the RPO. The age is computed
+    # here, not read from ipa:backup_age_seconds, which another group records up to one interval ago.
+    # A vanished metric fires only after BACKUP_MISSING_GRACE without samples, so a Pushgateway
+    # restart or one failed scrape is no page.
     targets = "|".join(BACKUP_TARGETS)
+    missing = "".join(
+        f'\nor absent_over_time(ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target="{t}"}}[{BACKUP_MISSING_GRACE}])'
+        for t in BACKUP_TARGETS
+    )
     drill_period = (s.restore_drill_period_days + 1) * 86400
     return [
         alert(s, "BackupTooOld",
-              f'ipa:backup_age_seconds{{target=~"{targets}"}} > {rpo}{absent_targets}',
+              f'min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target=~"{targets}"}}) > {rpo}'
+              f"{missing}",
               "critical", "The newest successful backup is older than the RPO, or its metric is missing",
               f"The newest successful {{{{ $labels.target }}}} backup captured data {DURATION} ago; the RPO is "
-              f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric is missing altogether.",
-              BACKUP_DR, "5m"),
+              f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric has been missing for "
+              f"{BACKUP_MISSING_GRACE}.",
+              BACKUP_DR),
         alert(s, "BackupJobFailed",
               f'max by (namespace, job_name) (kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
               f"and on (namespace, job_name)\n"
@@ -395,24 +419,29 @@ def backup_alerts(s: Settings) -> list[Rule]:
 
 
 def platform_alerts(s: Settings) -> list[Rule]:
-    backend_pods = f'namespace="{s.backend_namespace}", pod=~"ipa-backend-.*"'
+    ns = f'namespace="{s.backend_namespace}"'
     volumes = (f'namespace=~"{s.monitoring_namespace}|{s.backend_namespace}", '
                f'persistentvolumeclaim=~"prometheus-.*|.*postgres.*"')
     pod = "{{ $labels.pod }}"
     return [
         alert(s, "IpaBackendPodRestarting",
-              f"increase(kube_pod_container_status_restarts_total{{{backend_pods}}}[1h]) > {POD_RESTARTS_PER_HOUR}",
+              on_backend_pods(f"increase(kube_pod_container_status_restarts_total{{{ns}}}[1h])", s.backend_namespace)
+              + f"\n> {POD_RESTARTS_PER_HOUR}",
               "warning", "An ipa-backend container restarts repeatedly",
               f"Container {{{{ $labels.container }}}} of pod {pod} restarted {VALUE} times in the last hour.",
               SYSTEM),
         alert(s, "IpaBackendCrashLooping",
-              f'max_over_time(kube_pod_container_status_waiting_reason{{{backend_pods}, reason="CrashLoopBackOff"}}[5m]) >= 1',
+              on_backend_pods(f'max_over_time(kube_pod_container_status_waiting_reason{{{ns}, reason="CrashLoopBackOff"}}[5m])',
+                              s.backend_namespace)
+              + "\n>= 1",
               "warning", "An ipa-backend container is crash-looping",
               f"Container {{{{ $labels.container }}}} of pod {pod} has been in CrashLoopBackOff for 10 minutes.",
               SYSTEM, "10m"),
         alert(s, "IpaBackendMemoryNearLimit",
-              f'sum by (namespace, pod, container) (container_memory_working_set_bytes{{{backend_pods}, container!="", container!="POD"}})\n'
-              f'/ sum by (namespace, pod, container) (kube_pod_container_resource_limits{{{backend_pods}, resource="memory"}} > 0)\n'
+              "(\n"
+              + on_backend_pods(f'sum by (namespace, pod, container) (container_memory_working_set_bytes{{{ns}, container!="", container!="POD"}})',
+                                s.backend_namespace)
+              + f'\n)\n/ sum by (namespace, pod, container) (kube_pod_container_resource_limits{{{ns}, resource="memory"}} > 0)\n'
               f"> {_num(MEMORY_NEAR_LIMIT)}",
               "warning", "An ipa-backend container is close to its memory limit",
               f"Container {{{{ $labels.container }}}} of pod {pod} uses {PERCENT} of its memory limit; it will be OOM-killed at 100 %.",

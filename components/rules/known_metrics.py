@@ -29,6 +29,7 @@ EXPORTER_METRICS: dict[str, frozenset[str]] = {
         "kube_pod_container_status_restarts_total",
         "kube_pod_container_status_waiting_reason",
         "kube_pod_container_resource_limits",
+        "kube_pod_labels",  # label_app only with metricLabelsAllowlist pods=[app] (monitoring_values.py)
     }),
     "cadvisor": frozenset({"container_memory_working_set_bytes"}),
     "kubelet": frozenset({"kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes"}),
