@@ -26,12 +26,11 @@ import contextlib
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import ServiceError, free_port
 
 HTTP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -113,36 +112,14 @@ class StandinMetrics:
                 self.claude_tokens.labels(model, token_type)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _MetricsServer
-
-    def do_GET(self) -> None:
+class _Handler(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's method name
         if self.path.split("?")[0] == "/metrics":
-            body = generate_latest(self.server.backend.metrics.registry)
-            self._reply(200, body, CONTENT_TYPE_LATEST)
+            self.reply(200, generate_latest(self.server.owner.metrics.registry), CONTENT_TYPE_LATEST)
         elif self.path == "/healthz":
-            self._reply(200, b"ok\n", "text/plain")
+            self.reply(200, b"ok\n")
         else:
-            self._reply(404, b"not found\n", "text/plain")
-
-    def _reply(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-class _MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, backend: StandinBackend) -> None:
-        self.backend = backend
-        super().__init__(("127.0.0.1", port), _Handler)
+            self.reply(404, b"not found\n")
 
 
 class StandinBackend:
@@ -167,7 +144,7 @@ class StandinBackend:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._server: _MetricsServer | None = None
+        self._server: LoopbackServer | None = None
         self._server_thread: threading.Thread | None = None
         self._traffic_thread: threading.Thread | None = None
         self._carry = {"http": 0.0, "exec": 0.0, "claude": 0.0, "claude_err": 0.0}
@@ -203,7 +180,7 @@ class StandinBackend:
         if self._server is not None:
             return
         try:
-            self._server = _MetricsServer(self.port, self)
+            self._server = LoopbackServer(self.port, _Handler, self)
         except OSError as err:
             raise ServiceError(f"stand-in backend cannot listen on 127.0.0.1:{self.port}: {err}") from err
         self._server_thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

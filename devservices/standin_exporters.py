@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, push_to_gateway
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import ServiceError, free_port
 
 NODE = "aks-system-38217465-vmss000000"
@@ -225,33 +225,16 @@ class _Exporters:
             self.pod_tx.labels("", cid, "", "", namespace, pod, "eth0").inc(8e5 * dt)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+JOB_BY_PATH = {path: job for job, path in JOBS.items()}
 
-    def do_GET(self) -> None:
-        job = self.server.paths.get(self.path.split("?")[0])
+
+class _Handler(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's method name
+        job = JOB_BY_PATH.get(self.path.split("?")[0])
         if job is None:
-            body, code, content_type = b"not found\n", 404, "text/plain"
+            self.reply(404, b"not found\n")
         else:
-            body, code, content_type = generate_latest(self.server.exporters.registries[job]), 200, CONTENT_TYPE_LATEST
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, exporters: _Exporters) -> None:
-        self.exporters = exporters
-        self.paths = {path: job for job, path in JOBS.items()}
-        super().__init__(("127.0.0.1", port), _Handler)
+            self.reply(200, generate_latest(self.server.owner.registries[job]), CONTENT_TYPE_LATEST)
 
 
 class StandinExporters:
@@ -264,7 +247,7 @@ class StandinExporters:
         self.max_runtime_seconds = max_runtime_seconds
         self.exporters = _Exporters(namespace, backup_namespace, monitoring_namespace, database, time.time())
         self._stop = threading.Event()
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._threads: list[threading.Thread] = []
 
     @property
@@ -291,7 +274,7 @@ class StandinExporters:
 
     def start(self) -> StandinExporters:
         try:
-            self._server = _Server(self.port, self.exporters)
+            self._server = LoopbackServer(self.port, _Handler, self.exporters)
         except OSError as err:
             raise ServiceError(f"stand-in exporters cannot listen on 127.0.0.1:{self.port}: {err}") from err
         self.exporters.tick(TICK_SECONDS, self.namespace)

@@ -16,9 +16,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import free_port
 
 MAX_BODY = 1024 * 1024
@@ -32,32 +32,17 @@ class TeamsPost:
     text: str  # the raw body
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _TeamsServer
-
-    def do_POST(self) -> None:
+class _Handler(QuietHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's method name
         length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
         raw = self.rfile.read(length).decode("utf-8", errors="replace")
         try:
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        self.server.standin.record(TeamsPost(time.time(), self.path, body, raw))
+        self.server.owner.record(TeamsPost(time.time(), self.path, body, raw))
         # The Workflows endpoint accepts with 202 and no body.
-        self.send_response(202 if body is not None else 400)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-class _TeamsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, standin: TeamsStandin) -> None:
-        self.standin = standin
-        super().__init__(("127.0.0.1", port), _Handler)
+        self.reply(202 if body is not None else 400)
 
 
 class TeamsStandin:
@@ -65,7 +50,7 @@ class TeamsStandin:
         self.port = port or free_port()
         self._lock = threading.Lock()
         self._posts: list[TeamsPost] = []
-        self._server: _TeamsServer | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -85,7 +70,7 @@ class TeamsStandin:
             return list(self._posts)
 
     def start(self) -> TeamsStandin:
-        self._server = _TeamsServer(self.port, self)
+        self._server = LoopbackServer(self.port, _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
         return self

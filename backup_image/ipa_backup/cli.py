@@ -19,7 +19,11 @@ from ipa_backup.storage import BlobStore
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipa-backup", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ipa-backup",
+        description="Backup sets of PostgreSQL and Redis in Azure Blob Storage: backup, list, verify, restore, drill. "
+        "Configured by environment (see backup_image/README.md).",
+    )
     parser.add_argument("--version", action="version", version=f"ipa-backup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("backup", help="take one backup set of PostgreSQL and Redis and upload it")

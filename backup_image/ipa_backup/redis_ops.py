@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -53,14 +54,34 @@ def dump_rdb(target: RedisTarget) -> Iterator[bytes]:
     return proc.stream_stdout(argv, env, lambda msg: SourceError(f"redis-cli --rdb from {target.redacted()} failed: {msg}"))
 
 
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+def socket_dir() -> Path:
+    """A private directory for a unix socket whose path fits sun_path: under TMPDIR when that is short
+    enough, else under /tmp (a long TMPDIR or BACKUP_WORK_DIR would make redis-server fail to listen)."""
+    for base in dict.fromkeys([tempfile.gettempdir(), "/tmp"]):
+        if len(os.path.join(base, "ipa-r-xxxxxxxx", "redis.sock")) > SOCKET_PATH_MAX:
+            continue
+        try:
+            return Path(tempfile.mkdtemp(prefix="ipa-r-", dir=base))
+        except OSError:
+            continue
+    raise TargetError(f"no directory for the temporary redis-server's unix socket: TMPDIR ({tempfile.gettempdir()}) "
+                      f"is too long for a socket path (at most {SOCKET_PATH_MAX} bytes) and /tmp is not writable; "
+                      "set TMPDIR to a short writable directory")
+
+
 @contextmanager
 def loaded_rdb(rdb: Path) -> Iterator[redis.Redis]:
     """A private redis-server (unix socket only, no TCP) that has loaded `rdb`; client for db 0."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise TargetError("redis-server is not installed; the restore loads the RDB into a temporary local server")
-    work = Path(tempfile.mkdtemp(prefix="ipa-backup-redis-"))
-    sock = work / "redis.sock"
+    # The RDB stays on the work disk next to where it was written; only the socket needs a short path.
+    work = Path(tempfile.mkdtemp(prefix="redis-", dir=rdb.parent))
+    sock_dir = socket_dir()
+    sock = sock_dir / "redis.sock"
     shutil.move(str(rdb), work / "dump.rdb")
     argv = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700", "--dir", str(work),
             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--databases", "16",
@@ -90,6 +111,7 @@ def loaded_rdb(rdb: Path) -> Iterator[redis.Redis]:
             server.kill()
             server.wait()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def keyspace(conn: redis.Redis) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import backup_testdata as data
 import pytest
@@ -99,6 +100,23 @@ def test_restore_named_older_set(world: World) -> None:
     result = world.run("restore", first["set_id"], "--pg-database", f"{world.database}_old", "--only", "postgres")
     assert result.returncode == 0, result.stderr
     assert world.pg.psql("SELECT count(*) FROM app.executions", f"{world.database}_old").strip() == "5000"
+
+
+def test_restore_and_drill_with_a_long_tmpdir(world: World, tmp_path: Path) -> None:
+    """A unix socket path holds at most 107 bytes: the private redis-server must not put it under a long TMPDIR."""
+    long_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    long_dir.mkdir(parents=True)
+    env = {"TMPDIR": str(long_dir), "BACKUP_WORK_DIR": str(long_dir)}
+    before = data.redis_fingerprint(world.rcli())
+    assert world.run("backup", env=env).returncode == 0
+    world.rcli().flushdb()
+    restore = world.run("restore", "--only", "redis", env=env)
+    assert restore.returncode == 0, restore.stderr
+    assert data.redis_fingerprint(world.rcli()) == before
+    drill = world.run("drill", env=env)
+    assert drill.returncode == 0, drill.stderr
+    assert json.loads(drill.stdout)["passed"] is True
+    assert list(long_dir.iterdir()) == []  # nothing left behind
 
 
 def test_redis_password_from_rediscli_auth_as_the_cronjob_sets_it(world: World) -> None:
