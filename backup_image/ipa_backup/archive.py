@@ -206,5 +206,4 @@ def patch_offsets(path: Path) -> int:
                 field = bytes([OFFSET_SET]) + pos.to_bytes(toc.off_size, "little")
                 buf[entry.offset_pos:entry.offset_pos + len(field)] = field
                 patched += 1
-            buf.flush()
     return patched
