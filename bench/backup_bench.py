@@ -82,6 +82,28 @@ def timed(argv: list[str] | str, env: dict[str, str], shell: bool = False) -> fl
     return elapsed
 
 
+def timed_restore(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """Time an `ipa-backup restore`; also return its phases, from its JSON log lines."""
+    started = time.monotonic()
+    result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {argv}\n{result.stderr[-3000:]}")
+    phases: dict[str, float] = {}
+    for line in result.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # not one of the tool's JSON lines
+        if entry.get("msg") == "restore phases":
+            phases.update(entry["seconds"])
+        elif entry.get("msg") in ("archive data offsets set", "pg_restore finished"):
+            phases[entry["msg"].split()[0].replace("archive", "offsets")] = entry["seconds"]
+        elif entry.get("msg") == "restore finished":
+            phases["in_process_total"] = entry["seconds"]
+    return elapsed, phases
+
+
 def db_size(pg: PostgresServer, db: str) -> int:
     return int(pg.psql(f"SELECT pg_database_size('{db}')").strip())
 
@@ -152,22 +174,26 @@ def bench_db(pg: PostgresServer, db: str, base_env: dict[str, str], work: Path, 
     for i, knob in enumerate(knobs):
         run_env = {**base_env, **env, **knob, "BACKUP_CONTAINER": f"bench-{db}"}
         times: dict[str, list[float]] = {"backup": [], "restore": []}
+        phases: list[dict[str, float]] = []
         for _ in range(repeat if i == 0 else 1):
             settle(pg)
             times["backup"].append(timed([sys.executable, "-m", "ipa_backup", "backup"], run_env))
             pg.drop_database(f"{db}_ipa")
             settle(pg)
-            times["restore"].append(timed([sys.executable, "-m", "ipa_backup", "restore", "--only", "postgres",
-                                           "--pg-database", f"{db}_ipa"], run_env))
+            elapsed, phase = timed_restore([sys.executable, "-m", "ipa_backup", "restore", "--only", "postgres",
+                                            "--pg-database", f"{db}_ipa"], run_env)
+            times["restore"].append(elapsed)
+            phases.append(phase)
         listing = subprocess.run([sys.executable, "-m", "ipa_backup", "list", "--json"], env={**os.environ, **run_env},
                                  capture_output=True, text=True, check=True)
         stored = json.loads(listing.stdout)[0]["size"]
         pg.drop_database(f"{db}_ipa")
+        fastest = times["restore"].index(min(times["restore"]))
         run = {"knobs": knob, "backup": min(times["backup"]), "restore": min(times["restore"]), "stored_bytes": stored,
-               "all": times}
+               "all": times, "restore_phases": phases[fastest]}
         runs.append(run)
-        print(f"  {db} {knob}: backup {run['backup']:.1f}s restore {run['restore']:.1f}s stored {stored / 1e6:.0f} MB",
-              flush=True)
+        print(f"  {db} {knob}: backup {run['backup']:.1f}s restore {run['restore']:.1f}s stored {stored / 1e6:.0f} MB "
+              f"phases {phases[fastest]}", flush=True)
     res["ipa_runs"] = runs
     return res
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ipa_backup import archive as archive_format
 from ipa_backup import log, proc
-from ipa_backup.errors import BackupError, SourceError, TargetError
+from ipa_backup.errors import BackupError, ConfigError, SourceError, TargetError
 
 # Same rendering of values in the dump and in the drill's comparison queries.
 CLIENT_ENV = {"PGTZ": "UTC", "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "ipa-backup"}
@@ -151,17 +151,40 @@ def seekable(archive: Path) -> None:
     log.info("archive data offsets set", entries=patched, seconds=round(time.monotonic() - started, 2))
 
 
+MEMORY_RE = re.compile(r"^(\d+)(MB|GB)$")
+
+
+def restore_options() -> str:
+    """PGOPTIONS of the restore's sessions (only they, not the server, get these settings).
+
+    synchronous_commit=off: a restore that crashes is rerun from the verified set anyway, so
+    waiting for each commit's WAL flush buys nothing. maintenance_work_mem: index builds sort in
+    memory instead of in temporary files; RESTORE_MAINTENANCE_WORK_MEM (64MB..2GB, default
+    512MB) bounds it, and pg_restore --jobs N can run N builds at once. RESTORE_PGOPTIONS
+    replaces the whole string.
+    """
+    explicit = os.environ.get("RESTORE_PGOPTIONS")
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get("RESTORE_MAINTENANCE_WORK_MEM") or "512MB"
+    match = MEMORY_RE.match(raw)
+    megabytes = int(match.group(1)) * (1024 if match.group(2) == "GB" else 1) if match else 0
+    if not 64 <= megabytes <= 2048:
+        raise ConfigError(f"RESTORE_MAINTENANCE_WORK_MEM={raw!r} must be 64MB..2GB, written like 512MB or 1GB")
+    return f"-c synchronous_commit=off -c maintenance_work_mem={megabytes}MB"
+
+
 def restore(archive: Path, database: str, jobs: int) -> None:
     """pg_restore --jobs N --clean --if-exists --no-owner into `database`."""
     if jobs > 1:
         seekable(archive)
-    options = os.environ.get(
-        "RESTORE_PGOPTIONS", "-c synchronous_commit=off -c maintenance_work_mem=256MB"
-    )
-    env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": options}
+    env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": restore_options()}
     argv = [bin_path("pg_restore"), f"--jobs={jobs}", "--clean", "--if-exists", "--no-owner", "--no-password",
             "--exit-on-error", f"--dbname={database}", str(archive)]
+    started = time.monotonic()
     result = proc.run(argv, env=env, timeout=float(os.environ.get("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600)))
+    log.info("pg_restore finished", database=database, jobs=jobs, options=env["PGOPTIONS"],
+             seconds=round(time.monotonic() - started, 2), exit_status=result.returncode)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace").strip()
         raise TargetError(f"pg_restore into {_where(env)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "

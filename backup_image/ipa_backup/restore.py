@@ -49,13 +49,18 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
         raise ConfigError("no Redis target: set REDIS_URL or --redis-url")
     redis_target = RedisTarget.parse(redis_url) if redis_url and only != "postgres" else None
     pg_target = database if only != "redis" else None
+    if pg_target:
+        pg.restore_options()  # a bad setting fails here, before any download or target change
+    started_all = time.monotonic()
     store = BlobStore(settings)
     info = store.find_set(set_id)
     check_targets(pg_target, redis_target, force)
+    durations: dict[str, float] = {"find_and_check": time.monotonic() - started_all}
     work = workdir()
     try:
+        started = time.monotonic()
         manifest, paths = fetch_verified(store, info, work)  # every checksum before any target is touched
-        durations: dict[str, float] = {}
+        durations["download_verify"] = time.monotonic() - started
         if pg_target:
             started = time.monotonic()
             if not pg.database_exists(pg_target):
@@ -70,7 +75,9 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
             durations["redis"] = time.monotonic() - started
             log.info("redis restored", set_id=info.set_id, target=redis_target.redacted(),
                      seconds=round(durations["redis"], 2))
-        return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": durations}
+        phases = {k: round(v, 2) for k, v in durations.items()}
+        log.info("restore phases", set_id=info.set_id, seconds=phases)  # where the time went
+        return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": phases}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -120,6 +127,7 @@ def drill(settings: Settings) -> dict[str, Any]:
     scratch_db = os.environ.get("DRILL_PGDATABASE") or f"{settings.pg_database}_restore_drill"
     if scratch_db == settings.pg_database:
         raise ConfigError("DRILL_PGDATABASE must differ from PGDATABASE")
+    pg.restore_options()
     store = BlobStore(settings)
     info = store.find_set(None)
     checks: list[dict[str, Any]] = []

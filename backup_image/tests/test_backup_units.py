@@ -79,3 +79,19 @@ def test_settings_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         config.load()
     monkeypatch.setenv("BACKUP_ZSTD_LEVEL", "3")
     assert config.load().compression_level == 3
+
+
+def test_restore_session_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipa_backup.pg import restore_options
+
+    monkeypatch.delenv("RESTORE_PGOPTIONS", raising=False)
+    monkeypatch.delenv("RESTORE_MAINTENANCE_WORK_MEM", raising=False)
+    assert restore_options() == "-c synchronous_commit=off -c maintenance_work_mem=512MB"
+    monkeypatch.setenv("RESTORE_MAINTENANCE_WORK_MEM", "1GB")
+    assert restore_options().endswith("maintenance_work_mem=1024MB")
+    for bad in ("4GB", "16MB", "lots", "512"):
+        monkeypatch.setenv("RESTORE_MAINTENANCE_WORK_MEM", bad)
+        with pytest.raises(ConfigError, match="RESTORE_MAINTENANCE_WORK_MEM"):
+            restore_options()
+    monkeypatch.setenv("RESTORE_PGOPTIONS", "-c work_mem=8MB")  # replaces the whole string
+    assert restore_options() == "-c work_mem=8MB"
