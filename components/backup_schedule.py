@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.pod_security import restricted_container, restricted_pod
 from components.pushgateway import POD_LABELS as PUSHGATEWAY_LABELS
 from components.pushgateway import PORT as PUSHGATEWAY_PORT
 from components.pushgateway import pushgateway_url
@@ -130,16 +131,7 @@ def drill_work_size_gi(settings: Settings) -> int:
 
 
 def container_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return restricted_container(UID)
 
 
 def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: Any) -> dict[str, Any]:
@@ -162,13 +154,7 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
             "serviceAccountName": settings.backup_service_account,
             "automountServiceAccountToken": False,
             "restartPolicy": "Never",
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": UID,
-                "runAsGroup": UID,
-                "fsGroup": UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": restricted_pod(UID, fs_group=True),
             "containers": [{
                 "name": APP,
                 "image": image,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.monitoring_values import RELEASE_LABELS
+from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
 
 BACKEND_JOB = "ipa-backend"
@@ -21,21 +22,8 @@ POSTGRES_EXPORTER = "prometheus-postgres-exporter"  # chart name = release name 
 REDIS_EXPORTER = "prometheus-redis-exporter"
 POSTGRES_CREDENTIALS_DIR = "/etc/postgres-credentials"
 
-# Restricted Pod Security level: non-root, read-only root, no capabilities, RuntimeDefault seccomp.
-POD_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-    "runAsGroup": 65534,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "privileged": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+POD_SECURITY_CONTEXT = restricted_pod()
+CONTAINER_SECURITY_CONTEXT = restricted_container()
 EXPORTER_RESOURCES: dict[str, Any] = {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
 
 RELEASE = "prometheus-pushgateway"  # contains the chart name, so it is also the Service name
@@ -46,20 +47,8 @@ def pushgateway_values(settings: Settings) -> dict[str, Any]:
             "additionalLabels": {"release": "kube-prometheus-stack"},
         },
         "automountServiceAccountToken": False,  # it never calls the Kubernetes API
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65534,
-            "runAsGroup": 65534,
-            "fsGroup": 65534,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containerSecurityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod(fs_group=True),
+        "containerSecurityContext": restricted_container(),
         "resources": {
             "requests": {"cpu": "20m", "memory": "32Mi"},
             "limits": {"memory": "128Mi"},
