@@ -301,7 +301,7 @@ def slo_alerts(s: Settings) -> list[Rule]:
             name = f"IpaBackend{kind}BudgetBurn{speed}"
             rules.append(alert(
                 s, name, expr, severity,
-                f"ipa-backend is burning its {kind.lower()} error budget {'fast' if speed == 'Fast' else 'steadily'}",
+                f"ipa-backend is burning its {'' if kind == 'Error' else kind.lower() + ' '}error budget {'fast' if speed == 'Fast' else 'steadily'}",
                 f"ipa-backend in namespace {NS} spends the error budget of its {objective} at {pairs} the sustainable rate "
                 f"(current bad-request share {PERCENT}). At this pace the budget is gone "
                 f"{'within days' if speed == 'Fast' else 'before the month ends'}.",
