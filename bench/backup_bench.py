@@ -149,26 +149,22 @@ def bench_db(pg: PostgresServer, db: str, base_env: dict[str, str], work: Path, 
     res["seed_bytes"] = seed_file.stat().st_size
     res["pg_dump_z1_file"] = best(pg, repeat, lambda: timed(f"{bindir}/pg_dump -Fc -Z1 -f {work}/{db}.z1.dump", env, shell=True))
 
-    def z1_restore() -> float:
-        pg.drop_database(f"{db}_z1")
-        pg.create_database(f"{db}_z1")
-        settle(pg)
-        return timed(f"{bindir}/pg_restore -j2 --no-owner --exit-on-error -d {db}_z1 {work}/{db}.z1.dump",
-                     {**env, "PGDATABASE": f"{db}_z1"}, shell=True)
+    def restore_into_fresh(target: str, command: str) -> float:
+        """Best of `repeat` runs of a restore `command` into a freshly created database `target`."""
+        runs = []
+        for _ in range(repeat):
+            pg.drop_database(target)
+            pg.create_database(target)
+            settle(pg)
+            runs.append(timed(command, {**env, "PGDATABASE": target}, shell=True))
+        pg.drop_database(target)
+        return min(runs)
 
-    res["pg_restore_z1_file"] = min(z1_restore() for _ in range(repeat))
-    pg.drop_database(f"{db}_z1")
+    res["pg_restore_z1_file"] = restore_into_fresh(
+        f"{db}_z1", f"{bindir}/pg_restore -j2 --no-owner --exit-on-error -d {db}_z1 {work}/{db}.z1.dump")
     os.unlink(f"{work}/{db}.z1.dump")
-
-    def seed_restore() -> float:
-        pg.drop_database(f"{db}_seed")
-        pg.create_database(f"{db}_seed")
-        settle(pg)
-        return timed(f"set -o pipefail; gunzip -c {seed_file} | {bindir}/psql -X -q -v ON_ERROR_STOP=1",
-                     {**env, "PGDATABASE": f"{db}_seed"}, shell=True)
-
-    res["seed_restore"] = min(seed_restore() for _ in range(repeat))
-    pg.drop_database(f"{db}_seed")
+    res["seed_restore"] = restore_into_fresh(
+        f"{db}_seed", f"set -o pipefail; gunzip -c {seed_file} | {bindir}/psql -X -q -v ON_ERROR_STOP=1")
     seed_file.unlink()
     runs = []
     for i, knob in enumerate(knobs):

@@ -11,6 +11,7 @@ resource is declared.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 import typing
@@ -485,9 +486,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
 
 
 def _similar(a: str, b: str) -> bool:
-    """A cheap typo detector: same length ±1 and at most two differing characters in order."""
-    import difflib
-
+    """A typo detector for unknown keys: nearly the same letters in nearly the same order."""
     return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.85
 
 

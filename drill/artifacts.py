@@ -68,17 +68,19 @@ def _scaled(text: str, scale: float, floor: float) -> str:
     return format_duration(max(floor, parse_duration(text) / scale))
 
 
+def _outside_strings(expr: str, fn: Callable[[str], str]) -> str:
+    """`expr` with `fn` applied to every part that is not a quoted string (label values stay as they are)."""
+    out, last = [], 0
+    for match in _STRINGS.finditer(expr):
+        out.append(fn(expr[last:match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(fn(expr[last:]))
+    return "".join(out)
+
+
 def compress_expr(expr: str, scale: float = TIME_SCALE, min_range: float = MIN_RANGE_SECONDS) -> str:
     """`expr` with range windows, subquery steps and offsets divided by `scale`."""
-
-    def outside_strings(fn: Callable[[str], str]) -> str:
-        out, last = [], 0
-        for match in _STRINGS.finditer(expr):
-            out.append(fn(expr[last:match.start()]))
-            out.append(match.group(0))
-            last = match.end()
-        out.append(fn(expr[last:]))
-        return "".join(out)
 
     def ranges(code: str) -> str:
         def one(m: re.Match[str]) -> str:
@@ -94,7 +96,7 @@ def compress_expr(expr: str, scale: float = TIME_SCALE, min_range: float = MIN_R
         return _OFFSET.sub(lambda m: f"offset {m.group(1)}{_scaled(m.group(2), scale, 1.0)}"
                            if _DURATION.match(m.group(2)) else m.group(0), code)
 
-    return outside_strings(ranges)
+    return _outside_strings(expr, ranges)
 
 
 def replace_number(expr: str, old: float, new: float) -> tuple[str, int]:
@@ -113,13 +115,8 @@ def replace_number(expr: str, old: float, new: float) -> tuple[str, int]:
 
         return re.sub(r"(?<![\w.\[])\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w.])", one, code)
 
-    out, last = [], 0
-    for match in _STRINGS.finditer(expr):
-        out.append(fix(expr[last:match.start()]))
-        out.append(match.group(0))
-        last = match.end()
-    out.append(fix(expr[last:]))
-    return "".join(out), count
+    result = _outside_strings(expr, fix)
+    return result, count
 
 
 @dataclass

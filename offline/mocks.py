@@ -90,8 +90,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ.startswith("azure-native:"):
             physical = next(
                 (inputs[k] for k in ("accountName", "resourceName", "registryName", "containerName",
-                                     "lockName", "federatedIdentityCredentialResourceName", "resourceGroupName")
-                 if k in inputs and isinstance(inputs[k], str) and k != "resourceGroupName"),
+                                     "lockName", "federatedIdentityCredentialResourceName")
+                 if isinstance(inputs.get(k), str)),
                 inputs.get("resourceGroupName") if typ.endswith(":ResourceGroup") else f"{name}{_uuid(name)[:8]}",
             )
             resource_id = _azure_id(typ, physical, inputs)
