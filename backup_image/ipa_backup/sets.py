@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,30 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     return info, manifest, results
 
 
+SPACE_MARGIN = 1.05  # file system overhead and the work files pg_restore and redis-server add
+
+
+def check_space(workdir: Path, entries: list[dict[str, Any]], set_id: str) -> None:
+    """Refuse before the first download when the work dir can't hold the set uncompressed: a
+    production-sized restore then fails in a second, not after downloading for an hour."""
+    needed = int(sum(int(e.get("raw_size") or e["size"]) for e in entries) * SPACE_MARGIN)
+    free = shutil.disk_usage(workdir).free
+    if needed > free:
+        raise ConfigError(f"BACKUP_WORK_DIR {workdir.parent} has {free / 1e6:.0f} MB free, but set {set_id} needs "
+                          f"about {needed / 1e6:.0f} MB there uncompressed: give the restore a larger work volume")
+
+
+@contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise ConfigError(f"writing {path} failed: {exc.strerror}: give the restore a larger work volume "
+                          "(BACKUP_WORK_DIR)") from exc
+
+
 def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decompress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
     """Download every file of a complete set, checking size and SHA-256 of each against the manifest.
 
@@ -128,6 +155,8 @@ def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decomp
     entries = manifest.get("files")
     if not isinstance(entries, list) or not entries:
         raise IntegrityError(f"manifest of {info.set_id} lists no files")
+    if decompress and workdir is not None:
+        check_space(workdir, entries, info.set_id)
     paths: dict[str, Path] = {}
     for entry in entries:
         name = str(entry["name"])
@@ -137,7 +166,7 @@ def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decomp
             verify_file(store, info, entry, lambda data: None)
             continue
         path = workdir / name.removesuffix(".zst")
-        with open(path, "wb") as handle:
+        with _disk_errors(path), open(path, "wb") as handle:
             # A stream writer writes its output in pieces of `write_size`: memory stays bounded even
             # when one downloaded block expands a hundredfold (pgbench's archive: 9 MB -> 719 MB).
             writer = zstandard.ZstdDecompressor().stream_writer(handle, write_size=DECOMPRESS_WRITE_SIZE, closefd=False)

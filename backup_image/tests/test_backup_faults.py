@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -176,6 +177,38 @@ def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, go
     assert ok.returncode == 0, ok.stderr
     assert world.pg.psql(data.PG_FINGERPRINT, scratch_db) == good[1]
     world.rcli(0).flushdb()
+
+
+def test_a_work_dir_too_small_for_the_set_is_refused_before_the_download(world: World, good: tuple[str, str, int]) -> None:
+    out = world.backup_ok()
+    blob = _container(world).get_blob_client(f"{out['tier']}/{out['set_id']}/manifest.json")
+    manifest = json.loads(blob.download_blob().readall())
+    for entry in manifest["files"]:
+        if entry["name"] == "postgres.dump.zst":
+            entry["raw_size"] = 10**15  # a petabyte database: more than any work dir here holds
+    blob.upload_blob(json.dumps(manifest).encode(), overwrite=True)
+    scratch_db = f"{world.database}_big"
+    started = time.monotonic()
+    result = world.run("restore", out["set_id"], "--pg-database", scratch_db, "--only", "postgres")
+    assert result.returncode == 2
+    message = str(error_of(result.stderr)["msg"])
+    assert f"set {out['set_id']} needs about 105000" in message and "MB there uncompressed" in message
+    assert "larger work volume" in message and "BACKUP_WORK_DIR" in message
+    assert time.monotonic() - started < 30  # refused up front, not after a download
+    assert '"downloaded ' not in result.stderr
+    assert world.pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{scratch_db}'").strip() == "0"
+    assert world.pg.psql(data.PG_FINGERPRINT, world.database) == good[1]
+
+
+def test_disk_full_while_writing_is_a_clear_error(tmp_path: Path) -> None:
+    from ipa_backup.errors import ConfigError
+    from ipa_backup.sets import _disk_errors
+
+    full = pytest.raises(ConfigError, match=r"No space left on device: give the restore a larger work volume")
+    with full, _disk_errors(tmp_path / "postgres.dump"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(PermissionError), _disk_errors(tmp_path / "postgres.dump"):  # other errors pass through
+        raise PermissionError(errno.EACCES, "denied")
 
 
 def test_missing_manifest_makes_a_set_incomplete(world: World, good: tuple[str, str, int]) -> None:
