@@ -188,14 +188,12 @@ def test_a_work_dir_too_small_for_the_set_is_refused_before_the_download(world: 
             entry["raw_size"] = 10**15  # a petabyte database: more than any work dir here holds
     blob.upload_blob(json.dumps(manifest).encode(), overwrite=True)
     scratch_db = f"{world.database}_big"
-    started = time.monotonic()
     result = world.run("restore", out["set_id"], "--pg-database", scratch_db, "--only", "postgres")
     assert result.returncode == 2
     message = str(error_of(result.stderr)["msg"])
     assert f"set {out['set_id']} needs about 105000" in message and "MB there uncompressed" in message
     assert "larger work volume" in message and "BACKUP_WORK_DIR" in message
-    assert time.monotonic() - started < 30  # refused up front, not after a download
-    assert '"downloaded ' not in result.stderr
+    assert '"downloaded ' not in result.stderr  # refused up front: no file was downloaded
     assert world.pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{scratch_db}'").strip() == "0"
     assert world.pg.psql(data.PG_FINGERPRINT, world.database) == good[1]
 
