@@ -4,13 +4,15 @@
 STACK ?= dev
 PY := .venv/bin/python
 
-.PHONY: help setup setup-python setup-services setup-prometheus-tools lint test render drill bench clean
+.PHONY: help setup setup-python setup-services setup-prometheus-tools image-rootfs image-tar servers-rootfs lint test render drill bench clean
 
 help:
 	@echo "make drill               the local disaster-recovery and alerting rehearsal (main job)"
 	@echo "make test                install what is needed, then run every check"
 	@echo "make render STACK=dev    offline render of a stack into build/<stack>/"
 	@echo "make bench               backup/restore benchmark (slow; not part of make test)"
+	@echo "make image-rootfs        the backup image's userland in build/image-rootfs (scripts/in-image.sh runs in it)"
+	@echo "make image-tar           build/image-rootfs.tar, the input of backup_image/Dockerfile"
 
 setup-python:
 	bash scripts/setup/python.sh
@@ -21,7 +23,16 @@ setup-services:
 setup-prometheus-tools:
 	bash scripts/setup/prometheus-tools.sh
 
-setup: setup-python setup-services setup-prometheus-tools
+image-rootfs: setup-python
+	bash scripts/image-rootfs.sh
+
+image-tar: setup-python
+	bash scripts/image-rootfs.sh --tar
+
+servers-rootfs: image-rootfs
+	bash scripts/servers-rootfs.sh
+
+setup: setup-python setup-services setup-prometheus-tools image-rootfs servers-rootfs
 
 lint: setup-python
 	$(PY) -m ruff check .

@@ -1,5 +1,6 @@
-"""The backup tool's container image: built from backup_image/ and pushed to the stack's
-Azure Container Registry, or a prebuilt reference from settings.
+"""The backup tool's container image: backup_image/Dockerfile over the rootfs tarball that
+`make image-tar` builds (the very userland the tests run), pushed to the stack's Azure Container
+Registry; or a prebuilt reference from settings.
 
 The CronJobs run the image by digest (`<registry>/ipa-backup@sha256:...`), so a re-pushed tag
 never changes what a backup runs. Pushing authenticates with the deployer's Entra ID login
@@ -15,7 +16,8 @@ import pulumi_docker_build as docker_build
 from components.settings import Settings
 
 REPOSITORY = "ipa-backup"
-CONTEXT = "./backup_image"
+CONTEXT = "."  # the repository root; backup_image/Dockerfile.dockerignore admits only build/image-rootfs.tar
+DOCKERFILE = "./backup_image/Dockerfile"
 
 
 def login_server(settings: Settings) -> str:
@@ -47,7 +49,7 @@ class BackupImage(pulumi.ComponentResource):
             image = docker_build.Image(
                 f"{name}-build",
                 context=docker_build.BuildContextArgs(location=CONTEXT),
-                dockerfile=docker_build.DockerfileArgs(location=f"{CONTEXT}/Dockerfile"),
+                dockerfile=docker_build.DockerfileArgs(location=DOCKERFILE),
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 push=True,
                 tags=[image_tag(settings)],

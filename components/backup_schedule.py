@@ -159,7 +159,7 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
                 "name": APP,
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["ipa-backup"],
+                # No `command`: the image's entry point keeps tini as PID 1 in front of ipa-backup.
                 "args": ["drill" if is_drill else "backup"],
                 "env": drill_env(settings, blob_account_url) if is_drill else backup_env(settings, blob_account_url),
                 "resources": DRILL_RESOURCES if is_drill else BACKUP_RESOURCES,

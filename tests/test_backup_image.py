@@ -30,7 +30,7 @@ def test_image_is_built_from_backup_image_and_pushed_to_the_acr(run_stack: RunSt
     image = run.one(IMAGE)
     assert image.parent_type == "ipa-ops:backup:BackupImage"
     assert image.inputs["push"] is True
-    assert image.inputs["context"] == {"location": "./backup_image"}
+    assert image.inputs["context"] == {"location": "."}  # the Dockerfile adds build/image-rootfs.tar
     assert image.inputs["dockerfile"] == {"location": "./backup_image/Dockerfile"}
     assert image.inputs["platforms"] == ["linux/amd64"]  # AKS node pools
     assert image.inputs["tags"] == [f"{settings.container_registry}.azurecr.io/ipa-backup:{stack}"]

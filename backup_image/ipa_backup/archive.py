@@ -45,6 +45,12 @@ class TocEntry:
     offset_flag: int
     offset_pos: int  # file position of the flag byte
     offset: int
+    desc: str = ""  # "TABLE", "TABLE DATA", "ACL", "POLICY", "DATABASE", ...
+    tag: str = ""
+    namespace: str = ""
+    owner: str = ""
+    defn: str = ""  # the SQL that creates the object
+    copy_stmt: str = ""  # "COPY schema.table (col, ...) FROM stdin;" of a TABLE DATA entry
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,18 @@ class Toc:
     compressed: bool
     entries: list[TocEntry]
     data_start: int
+    database: str = ""
+    server_version: str = ""  # of the server the dump was taken from
+    dump_version: str = ""  # of pg_dump, e.g. "17.6 (Debian 17.6-0+deb13u1)"
+
+    @property
+    def dump_major(self) -> int:
+        """pg_dump's major version: an archive is readable by pg_restore of that major or newer."""
+        head = self.dump_version.split()[0] if self.dump_version.split() else ""
+        digits = head.split(".")[0]
+        if not digits.isdigit():
+            raise ArchiveFormatError(f"archive names no pg_dump version it was written by ({self.dump_version!r})")
+        return int(digits)
 
 
 class _Reader:
@@ -78,6 +96,18 @@ class _Reader:
         value = int.from_bytes(self.buf[self.pos + 1:end], "little")
         self.pos = end
         return -value if sign else value
+
+    def text(self) -> str | None:
+        """A string (None for NULL)."""
+        length = self.int()
+        if length < 0:
+            return None
+        end = self.pos + length
+        if end > len(self.buf):
+            raise ArchiveFormatError(f"archive ends early at byte {self.pos}")
+        value = bytes(self.buf[self.pos:end]).decode("utf-8", errors="replace")
+        self.pos = end
+        return value
 
     def skip_str(self) -> bool:
         """Skip a string; False for NULL."""
@@ -104,22 +134,25 @@ def read_toc(buf: mmap.mmap | bytes) -> Toc:
     compressed = (r.byte() if version[:2] >= (1, 15) else r.int()) != 0
     for _ in range(7):
         r.int()  # creation time
-    for _ in range(3):
-        r.skip_str()  # database name, server version, pg_dump version
+    database = r.text() or ""
+    server_version = r.text() or ""
+    dump_version = r.text() or ""
     entries = []
     for _ in range(r.int()):
         dump_id = r.int()
         r.int()  # had a data dumper
         for _ in range(2):
             r.skip_str()  # catalog id: table oid, oid
-        r.skip_str()  # tag
-        r.skip_str()  # desc
+        tag, desc = r.text() or "", r.text() or ""
         r.int()  # section
-        for _ in range(6):
-            r.skip_str()  # defn, drop statement, copy statement, namespace, tablespace, table access method
+        defn = r.text() or ""
+        r.skip_str()  # drop statement
+        copy_stmt, namespace = r.text() or "", r.text() or ""
+        r.skip_str()  # tablespace
+        r.skip_str()  # table access method
         if version[:2] >= (1, 16):
             r.int()  # relkind
-        r.skip_str()  # owner
+        owner = r.text() or ""
         r.skip_str()  # "false" (with oids)
         while r.skip_str():
             pass  # dependencies, ended by NULL
@@ -129,8 +162,17 @@ def read_toc(buf: mmap.mmap | bytes) -> Toc:
             raise ArchiveFormatError(f"TOC entry {dump_id} has an unknown offset flag {flag}")
         offset = int.from_bytes(buf[r.pos:r.pos + off_size], "little")
         r.pos += off_size
-        entries.append(TocEntry(dump_id, flag, flag_pos, offset))
-    return Toc(version, r.int_size, off_size, compressed, entries, r.pos)
+        entries.append(TocEntry(dump_id, flag, flag_pos, offset, desc, tag, namespace, owner, defn, copy_stmt))
+    return Toc(version, r.int_size, off_size, compressed, entries, r.pos, database, server_version, dump_version)
+
+
+def read_archive_toc(path: Path) -> Toc:
+    """The header and table of contents of the archive file at `path` (read only)."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ArchiveFormatError("archive is empty")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return read_toc(buf)
 
 
 def scan_blocks(buf: mmap.mmap | bytes, toc: Toc) -> dict[int, int]:

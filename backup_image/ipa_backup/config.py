@@ -1,4 +1,4 @@
-"""Settings from the environment (the names the CronJob sets, SPEC §6) plus tuning knobs."""
+"""Settings from the environment (the names the CronJobs set) plus tuning knobs: the one place that reads them."""
 
 from __future__ import annotations
 
@@ -56,14 +56,30 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, low: float = 0.0, high: float = float("inf")) -> float:
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r} is not a number") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value:g} is out of range; accepted {low:g}..{high:g}")
+    return value
+
+
+def _first_set(*names: str) -> str:
+    """The first of `names` that is set: a setting's current name, then the older name it replaced."""
+    return next((n for n in names if os.environ.get(n)), names[0])
+
+
+STORAGE_CONNECT_TIMEOUT = 10.0
+
+
+def storage_backoff(retry: int) -> float:
+    """Seconds slept before retry number `retry` (1-based) of a storage request: 1, 2, 4, 8, 8 ..."""
+    return float(min(2 ** (retry - 1), 8))
 
 
 @dataclass(frozen=True)
@@ -77,15 +93,26 @@ class Settings:
     compression_level: int
     block_size: int
     upload_concurrency: int
-    upload_timeout: float
-    upload_retries: int
+    storage_timeout: float  # per attempt of a storage request: connect + send + wait for the answer
+    storage_retries: int
     restore_jobs: int
     progress_interval: float
-    tool_timeout: float
+    command_timeout: float  # any one pg_dump, pg_dumpall, redis-cli or pg_restore run
 
     @property
     def redis(self) -> RedisTarget | None:
         return RedisTarget.parse(self.redis_url) if self.redis_url else None
+
+    @property
+    def storage_connect_timeout(self) -> float:
+        return min(STORAGE_CONNECT_TIMEOUT, self.storage_timeout)
+
+    @property
+    def storage_deadline(self) -> float:
+        """Upper bound of one storage operation (a request with all its retries):
+        timeout x (retries + 1) + the back-off slept between the attempts."""
+        attempts = self.storage_retries + 1
+        return self.storage_timeout * attempts + sum(storage_backoff(k) for k in range(1, attempts))
 
 
 def load() -> Settings:
@@ -111,9 +138,10 @@ def load() -> Settings:
         compression_level=_int("BACKUP_ZSTD_LEVEL", 1, 1, 19),
         block_size=_int("BACKUP_BLOCK_SIZE_MB", 8, 1, 100) * 1024 * 1024,
         upload_concurrency=_int("BACKUP_UPLOAD_CONCURRENCY", 4, 1, 32),
-        upload_timeout=_float("BACKUP_UPLOAD_TIMEOUT_SECONDS", 60.0),
-        upload_retries=_int("BACKUP_UPLOAD_RETRIES", 3, 0, 10),
+        storage_timeout=_float(_first_set("BACKUP_STORAGE_TIMEOUT_SECONDS", "BACKUP_UPLOAD_TIMEOUT_SECONDS"),
+                               15.0, 1.0, 600.0),
+        storage_retries=_int(_first_set("BACKUP_STORAGE_RETRIES", "BACKUP_UPLOAD_RETRIES"), 2, 0, 10),
         restore_jobs=_int("RESTORE_JOBS", max(1, os.cpu_count() or 1), 1, 64),
         progress_interval=_float("BACKUP_PROGRESS_SECONDS", 10.0),
-        tool_timeout=_float("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600.0),
+        command_timeout=_float("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600.0, 1.0),
     )

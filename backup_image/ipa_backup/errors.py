@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class BackupError(Exception):
     """A failure the tool explains; `exit_code` tells its class."""
@@ -35,3 +37,13 @@ class TargetError(BackupError):
     """A restore target refused (not empty) or the restore into it failed."""
 
     exit_code = 6
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT. Not an Exception, so that no `except Exception` on the way swallows it;
+    the exit code is the shell's 128 + signal number (143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")

@@ -1,14 +1,40 @@
-"""Child processes whose exit status is always checked."""
+"""Child processes: exit status always checked, run time bounded, all of them ended on a signal.
+
+Every child the tool starts goes through `popen`, which keeps it in a registry until it is reaped;
+`end_children` ends those and, found through /proc, anything they started themselves (pg_restore's
+parallel workers).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from ipa_backup.errors import BackupError
+
+GRACE_SECONDS = 5.0  # after SIGTERM: pg_dump and pg_restore cancel their queries, redis-server shuts down
+DEFAULT_COMMAND_TIMEOUT = 6 * 3600.0
+
+_children: set[subprocess.Popen[bytes]] = set()
+_lock = threading.Lock()
+_command_timeout = DEFAULT_COMMAND_TIMEOUT
+
+
+def set_command_timeout(seconds: float) -> None:
+    """BACKUP_COMMAND_TIMEOUT_SECONDS, from the settings: bounds each pg_dump, pg_dumpall, redis-cli, pg_restore."""
+    global _command_timeout
+    _command_timeout = seconds
+
+
+def command_timeout() -> float:
+    return _command_timeout
 
 
 def describe_exit(name: str, code: int) -> str:
@@ -21,15 +47,111 @@ def describe_exit(name: str, code: int) -> str:
     return f"{name} exited with status {code}"
 
 
-def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0,
-        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _timeout_message(name: str, timeout: float) -> str:
+    setting = " (BACKUP_COMMAND_TIMEOUT_SECONDS)" if timeout == _command_timeout else ""
+    return f"{name} did not finish within {timeout:.0f}s{setting} and was stopped"
+
+
+def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """subprocess.Popen, registered so that a signal ends it; `forget` it once it is reaped."""
+    child: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **kwargs)
+    with _lock:
+        _children.add(child)
+    return child
+
+
+def forget(child: subprocess.Popen[bytes]) -> None:
+    with _lock:
+        _children.discard(child)
+
+
+def _running(pid: int) -> bool:
+    """True until the process exits (a zombie counts as exited). Reads /proc and reaps nothing, so it is
+    safe while another thread waits for the same child."""
     try:
-        return subprocess.run(list(argv), input=stdin, capture_output=True, env={**os.environ, **(env or {})},
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BackupError(f"{os.path.basename(argv[0])} did not finish within {timeout:.0f}s") from exc
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def stop(pids: Sequence[int], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM (plus SIGCONT, so a stopped process gets it), up to `grace` seconds to exit, then SIGKILL."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        if _running(pid):
+            _signal(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> command name of every running process below `root`, from /proc."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        name[pid] = stat[stat.index("(") + 1: stat.rindex(")")]
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, ppid in parent.items():
+            if ppid == current and pid not in found:
+                found[pid] = name[pid]
+                frontier.append(pid)
+    return found
+
+
+def end_children(grace: float = GRACE_SECONDS) -> list[str]:
+    """End every child the tool started and their own children; returns them as `name[pid]`."""
+    with _lock:
+        registered = {c.pid: os.path.basename(str(c.args[0])) for c in _children if c.returncode is None}
+    found = {pid: n for pid, n in registered.items() if _running(pid)} | _descendants(os.getpid())
+    stop(sorted(found), grace)
+    return [f"{n}[{pid}]" for pid, n in sorted(found.items())]
+
+
+def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0,
+        stdin: bytes | None = None, error: type[BackupError] = BackupError) -> subprocess.CompletedProcess[bytes]:
+    """Run to completion with captured output; past `timeout` the child is stopped and `error` raised."""
+    name = os.path.basename(argv[0])
+    try:
+        child = popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     except FileNotFoundError as exc:
-        raise BackupError(f"{argv[0]} is not installed") from exc
+        raise error(f"{argv[0]} is not installed") from exc
+    try:
+        out, err = child.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        stop([child.pid])
+        child.communicate()
+        raise error(_timeout_message(name, timeout)) from exc
+    except BaseException:  # an interrupt: leave nothing running
+        stop([child.pid])
+        child.wait()
+        raise
+    finally:
+        forget(child)
+    return subprocess.CompletedProcess(list(argv), child.returncode, out, err)
 
 
 def stream_stdout(
@@ -37,21 +159,34 @@ def stream_stdout(
     env: dict[str, str],
     fail: Callable[[str], BackupError],
     chunk_size: int = 1 << 20,
+    timeout: float | None = None,
 ) -> Iterator[bytes]:
     """Yield a child's stdout; at EOF raise `fail(message)` unless it exited 0.
 
-    Closing the generator early (a consumer failed) kills the child, so nothing is left running.
+    The child may run `timeout` seconds (default: BACKUP_COMMAND_TIMEOUT_SECONDS), counted from its
+    start and including the time its reader takes; then it is stopped and `fail` raised. Closing the
+    generator early (a consumer failed) stops the child too, so nothing is left running.
     """
     name = os.path.basename(argv[0])
+    limit = _command_timeout if timeout is None else timeout
     try:
-        child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                 env={**os.environ, **env})
+        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                      env={**os.environ, **env})
     except FileNotFoundError as exc:
         raise fail(f"{argv[0]} is not installed") from exc
     assert child.stdout is not None and child.stderr is not None
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(child.stderr.read() if child.stderr else b""), daemon=True)
     reader.start()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        stop([child.pid])
+
+    timer = threading.Timer(limit, expire)
+    timer.daemon = True
+    timer.start()
     finished = False
     try:
         while True:
@@ -62,11 +197,15 @@ def stream_stdout(
         code = child.wait()
         reader.join(timeout=30)
         finished = True
+        if timed_out.is_set():
+            raise fail(_timeout_message(name, limit))
         if code != 0:
             stderr = b"".join(errors).decode(errors="replace").strip()
             raise fail(f"{describe_exit(name, code)}: {stderr[-2000:] or '(no error output)'}")
     finally:
+        timer.cancel()
         if not finished and child.poll() is None:
-            child.kill()
+            stop([child.pid])
             child.wait()
         child.stdout.close()
+        forget(child)

@@ -1,4 +1,10 @@
-"""Real PostgreSQL, Redis and Azurite on loopback for the backup tool's tests (started once per session)."""
+"""Real PostgreSQL, Redis and Azurite on loopback for the backup tool's tests (started once per session).
+
+The tool under test is the image's: `ipa-backup` inside build/image-rootfs (scripts/in-image.sh), with
+the image's own PostgreSQL clients, Redis and Python. The session first brings that rootfs up to date
+with the checkout (scripts/image-rootfs.sh: seconds when only the tool changed). Servers: this
+machine's PostgreSQL 15 and Redis 7, and Debian 13's PostgreSQL 17 and Redis 8 (build/servers-rootfs).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,19 +32,61 @@ from devservices.postgres import PostgresServer, postgres  # noqa: E402
 from devservices.redis import RedisServer, redis_server  # noqa: E402
 
 REDIS_PASSWORD = "redis pw with spaces & quotes'"
+IMAGE_ROOTFS = REPO_ROOT / "build" / "image-rootfs"
+IN_IMAGE = REPO_ROOT / "scripts" / "in-image.sh"
+# The server majors the image's clients are tested against, each pairing both ways.
+PG_MAJORS = (15, 17)
+REDIS_MAJORS = (7, 8)
 _counter = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_rootfs() -> Path:
+    """The image's userland, with the tool built from this checkout."""
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "image-rootfs.sh")], capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, f"make image-rootfs failed:\n{result.stdout}{result.stderr}"
+    return IMAGE_ROOTFS
+
+
+def in_image(path: str | Path) -> Path:
+    """Where a path the tool sees inside the image lies on this machine."""
+    return IMAGE_ROOTFS / Path(path).relative_to("/")
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    with postgres(password="pg-test-pw") as server:
+def pg15() -> Iterator[PostgresServer]:
+    with postgres(password="pg-test-pw", major=15) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def redis_srv() -> Iterator[RedisServer]:
-    with redis_server(password=REDIS_PASSWORD) as server:
+def pg17() -> Iterator[PostgresServer]:
+    with postgres(password="pg-test-pw", major=17) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis7() -> Iterator[RedisServer]:
+    with redis_server(password=REDIS_PASSWORD, major=7) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis8() -> Iterator[RedisServer]:
+    with redis_server(password=REDIS_PASSWORD, major=8) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg15: PostgresServer) -> PostgresServer:
+    """The default source server of the tests that don't pair versions."""
+    return pg15
+
+
+@pytest.fixture(scope="session")
+def redis_srv(redis7: RedisServer) -> RedisServer:
+    return redis7
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +121,13 @@ class World:
         }
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ipa_backup", *args], env={**os.environ, **self.env, **(env or {})},
+        """`ipa-backup ARGS` inside the image rootfs."""
+        return subprocess.run([str(IN_IMAGE), "ipa-backup", *args], env={**os.environ, **self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "ipa_backup", *args], env={**os.environ, **self.env, **(env or {})},
+        """The same, running; its PID is the tool's own (scripts/in-image.sh execs)."""
+        return subprocess.Popen([str(IN_IMAGE), "ipa-backup", *args], env={**os.environ, **self.env, **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def backup_ok(self) -> dict[str, Any]:
@@ -101,14 +152,21 @@ class World:
                            db=self.redis_db if db is None else db)
 
 
-@pytest.fixture
-def world(pg_server: PostgresServer, redis_srv: RedisServer, blob: AzuriteServer) -> Iterator[World]:
+@contextmanager
+def make_world(pg: PostgresServer, redis_server: RedisServer, blob: AzuriteServer) -> Iterator[World]:
+    """A fresh source database and Redis db loaded with the realistic test data, and an empty container."""
     n = next(_counter)
-    w = World(pg_server, redis_srv, blob, f"app_{n}", 1 + n % 15, f"backups-{n}-{os.getpid()}")
-    pg_server.create_database(w.database)
-    pg_server.psql(data.PG_SCHEMA, w.database)
+    w = World(pg, redis_server, blob, f"app_{n}", 1 + n % 15, f"backups-{n}-{os.getpid()}")
+    pg.create_database(w.database)
+    pg.psql(data.PG_SCHEMA, w.database)
     client = w.rcli()
     client.flushdb()
     data.load_redis(client)
     yield w
     client.flushdb()
+
+
+@pytest.fixture
+def world(pg_server: PostgresServer, redis_srv: RedisServer, blob: AzuriteServer) -> Iterator[World]:
+    with make_world(pg_server, redis_srv, blob) as w:
+        yield w
