@@ -1,16 +1,22 @@
-"""PostgreSQL: version check, streamed pg_dump, pg_restore, emptiness and drill comparisons."""
+"""PostgreSQL: client programs by server major, streamed pg_dump, pg_restore, and the drill's comparisons.
+
+The image carries one client per PostgreSQL major under /usr/lib/postgresql/<major>/bin (Debian's
+layout). pg_dump must be at least the server's major; pg_restore and psql of a restore must be exactly
+the target server's major (a newer pg_restore sends settings an older server rejects), and can read an
+archive only of their own pg_dump major or older.
+"""
 
 from __future__ import annotations
 
-import glob
 import hashlib
+import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ipa_backup import archive as archive_format
 from ipa_backup import log, proc
@@ -18,21 +24,64 @@ from ipa_backup.errors import BackupError, ConfigError, SourceError, TargetError
 
 # Same rendering of values in the dump and in the drill's comparison queries.
 CLIENT_ENV = {"PGTZ": "UTC", "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "ipa-backup"}
+CLIENTS_ROOT = "/usr/lib/postgresql"
+PROGRAMS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
 
 
-def bin_path(name: str) -> str:
-    """A PostgreSQL client program: PG_BIN_DIR, else the newest /usr/lib/postgresql/<major>/bin, else PATH."""
+@dataclass(frozen=True)
+class Client:
+    """The client programs of one PostgreSQL major."""
+
+    major: int
+    bin_dir: Path
+
+    def program(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+_warned: set[str] = set()
+
+
+def _program_major(path: Path) -> int:
+    result = proc.run([str(path), "--version"], error=ConfigError)
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", result.stdout.decode())
+    if result.returncode != 0 or not match:
+        raise ConfigError(f"cannot tell the version of {path}: {_first_error(result.stderr)}")
+    return int(match.group(1))
+
+
+def clients() -> dict[int, Client]:
+    """major -> client, from PG_CLIENTS_ROOT (default /usr/lib/postgresql)/<major>/bin.
+
+    PG_BIN_DIR names one client directory instead: an explicit override (one major, read from its
+    pg_dump), logged as a warning because it bypasses the choice by server version.
+    """
     explicit = os.environ.get("PG_BIN_DIR")
     if explicit:
-        return str(Path(explicit) / name)
-    found = sorted(
-        (int(Path(p).parent.parent.name), p)
-        for p in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
-        if Path(p).parent.parent.name.isdigit()
-    )
-    if found:
-        return found[-1][1]
-    return shutil.which(name) or name
+        major = _program_major(Path(explicit) / "pg_dump")
+        if explicit not in _warned:
+            _warned.add(explicit)
+            log.warning("PG_BIN_DIR overrides the choice of PostgreSQL client by server version", bin_dir=explicit,
+                        major=major)
+        return {major: Client(major, Path(explicit))}
+    root = Path(os.environ.get("PG_CLIENTS_ROOT") or CLIENTS_ROOT)
+    found = {}
+    for bin_dir in root.glob("*/bin"):
+        name = bin_dir.parent.name
+        if name.isdigit() and all((bin_dir / p).is_file() for p in PROGRAMS):
+            found[int(name)] = Client(int(name), bin_dir)
+    if not found:
+        raise ConfigError(f"no PostgreSQL client programs ({', '.join(PROGRAMS)}) under {root}/<major>/bin")
+    return found
+
+
+def majors_text(found: dict[int, Client]) -> str:
+    return ", ".join(str(m) for m in sorted(found))
+
+
+def newest() -> Client:
+    found = clients()
+    return found[max(found)]
 
 
 def _first_error(stderr: bytes) -> str:
@@ -40,29 +89,61 @@ def _first_error(stderr: bytes) -> str:
     return text.splitlines()[0] if text else "(no error output)"
 
 
-def _where(env: dict[str, str] | None = None) -> str:
-    e = {**os.environ, **(env or {})}
-    return f"{e.get('PGHOST', 'localhost')}:{e.get('PGPORT', '5432')}/{e.get('PGDATABASE', '')}"
+def where(database: str | None = None) -> str:
+    """host:port/database of the libpq environment, for messages."""
+    e = os.environ
+    return f"{e.get('PGHOST', 'localhost')}:{e.get('PGPORT', '5432')}/{database or e.get('PGDATABASE', '')}"
 
 
-def query(sql: str, database: str | None = None, error: type[BackupError] = SourceError) -> list[list[str]]:
-    """Rows of a query via psql (unaligned, tab-separated)."""
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def query(sql: str, database: str | None = None, error: type[BackupError] = SourceError,
+          client: Client | None = None, options: str | None = None) -> list[list[str]]:
+    """Rows of a query via psql (unaligned, tab-separated); `options` are the session's PGOPTIONS."""
     env = {**CLIENT_ENV}
     if database:
         env["PGDATABASE"] = database
-    result = proc.run([bin_path("psql"), "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql], env=env)
+    if options is not None:
+        env["PGOPTIONS"] = options
+    psql = (client or newest()).program("psql")
+    result = proc.run([psql, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql], env=env, error=error)
     if result.returncode != 0:
-        raise error(f"PostgreSQL at {_where(env)} failed: {_first_error(result.stderr)}")
+        raise error(f"PostgreSQL at {where(database)} failed: {_first_error(result.stderr)}")
     out = result.stdout.decode()
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def client_major() -> int:
-    result = proc.run([bin_path("pg_dump"), "--version"])
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", result.stdout.decode())
-    if result.returncode != 0 or not match:
-        raise SourceError(f"cannot tell the version of {bin_path('pg_dump')}: {_first_error(result.stderr)}")
-    return int(match.group(1))
+def query_json(sql: str, database: str | None = None, error: type[BackupError] = TargetError,
+               client: Client | None = None) -> Any:
+    """The one JSON value a query returns (text with tabs or newlines survives)."""
+    rows = query(sql, database, error, client)
+    return json.loads(rows[0][0]) if rows and rows[0] and rows[0][0] else None
+
+
+def execute(sql: str, database: str, error: type[BackupError] = TargetError, client: Client | None = None,
+            what: str = "") -> None:
+    """A script in one transaction (psql --single-transaction, ON_ERROR_STOP)."""
+    env = {**CLIENT_ENV, "PGDATABASE": database}
+    psql = (client or newest()).program("psql")
+    result = proc.run([psql, "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"], env=env,
+                      stdin=sql.encode(), error=error)
+    if result.returncode != 0:
+        raise error(f"{what or 'SQL'} at {where(database)} failed: {_first_error(result.stderr)}")
+
+
+def server_version(database: str | None, error: type[BackupError]) -> tuple[str, int]:
+    """(version text, major) of the server the libpq environment points at."""
+    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')", database, error)
+    return rows[0][1], int(rows[0][0]) // 10000
+
+
+# --- backup ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -72,40 +153,86 @@ class PgSource:
     client_major: int
 
 
-def check_source() -> PgSource:
-    """Connect, read the server version and refuse a pg_dump older than the server."""
-    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')")
-    num = int(rows[0][0])
-    server_major = num // 10000
-    client = client_major()
-    if client < server_major:
+def dump_client(server_major: int, version: str) -> Client:
+    """The lowest client major at least the server's: pg_dump refuses a newer server."""
+    found = clients()
+    fitting = [m for m in found if m >= server_major]
+    if not fitting:
         raise SourceError(
-            f"pg_dump {client} is older than the PostgreSQL {server_major} server at {_where()}: "
-            f"a dump needs a client of at least the server's major version (install postgresql-client-{server_major} "
-            "or newer in the image)"
+            f"pg_dump {max(found)} is older than the PostgreSQL {server_major} server at {where()} (version {version}): "
+            f"a dump needs a client of at least the server's major version, and this image has PostgreSQL clients "
+            f"{majors_text(found)}"
         )
-    return PgSource(rows[0][1], server_major, client)
+    if server_major < min(found):
+        raise SourceError(
+            f"the PostgreSQL {version} server at {where()} is older than every PostgreSQL client in this image "
+            f"({majors_text(found)}): its sets could be restored only into a server of those majors; "
+            f"supported servers are PostgreSQL {min(found)} to {max(found)}"
+        )
+    return found[min(fitting)]
 
 
-def dump(compression_env: dict[str, str] | None = None) -> Iterator[bytes]:
+def check_source() -> PgSource:
+    """Connect, read the server version and pick the pg_dump for it (refuses a server the image can't serve)."""
+    version, major = server_version(None, SourceError)
+    client = dump_client(major, version)
+    return PgSource(version, major, client.major)
+
+
+def _source_client() -> Client:
+    version, major = server_version(None, SourceError)
+    return dump_client(major, version)
+
+
+def dump(compression_env: dict[str, str] | None = None, client: Client | None = None) -> Iterator[bytes]:
     """`pg_dump -Fc -Z0` of PGDATABASE as a stream (the tool compresses it itself, with zstd)."""
-    argv = [bin_path("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+    client = client or _source_client()
+    argv = [client.program("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
     return proc.stream_stdout(argv, {**CLIENT_ENV, **(compression_env or {})},
-                              lambda msg: SourceError(f"pg_dump of {_where()} failed: {msg}"))
+                              lambda msg: SourceError(f"pg_dump of {where()} failed: {msg}"))
 
 
-def dump_globals() -> bytes | None:
+def dump_globals(client: Client | None = None) -> bytes | None:
     """`pg_dumpall --globals-only --no-role-passwords` (small, kept in memory), or None where roles
     cannot be read (managed servers deny it to non-superusers)."""
-    argv = [bin_path("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password"]
-    result = proc.run(argv, env=CLIENT_ENV)
+    client = client or _source_client()
+    argv = [client.program("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password"]
+    result = proc.run(argv, env=CLIENT_ENV, timeout=proc.command_timeout(), error=SourceError)
     if result.returncode != 0:
         message = _first_error(result.stderr)
         if "permission denied" in message:
             return None
-        raise SourceError(f"pg_dumpall --globals-only of {_where()} failed "
+        raise SourceError(f"pg_dumpall --globals-only of {where()} failed "
                           f"({proc.describe_exit('pg_dumpall', result.returncode)}): {message}")
     return result.stdout
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def restore_client(server_major: int, version: str, archive_major: int | None, what: str,
+                   database: str | None = None) -> Client:
+    """pg_restore of exactly the target's major, able to read an archive of `archive_major`."""
+    found = clients()
+    if server_major not in found:
+        raise TargetError(
+            f"cannot restore {what} into the PostgreSQL {version} server at {where(database)}: pg_restore must be of "
+            f"the server's major version ({server_major}), and this image has PostgreSQL clients {majors_text(found)} only"
+        )
+    if archive_major is not None and archive_major > server_major:
+        raise TargetError(
+            f"cannot restore {what} into the PostgreSQL {version} server at {where(database)}: it was dumped by "
+            f"pg_dump {archive_major}, and pg_restore {server_major} (the server's major) cannot read the archive of a "
+            f"newer pg_dump; restore it into a PostgreSQL {archive_major} server or newer (this image has PostgreSQL "
+            f"clients {majors_text(found)})"
+        )
+    return found[server_major]
+
+
+def manifest_dump_major(manifest: dict[str, Any]) -> int | None:
+    """The pg_dump major the manifest records (None for a set without it)."""
+    value = (manifest.get("targets") or {}).get("postgres", {}).get("client_major")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
 def user_object_count(database: str) -> int:
@@ -123,19 +250,17 @@ def user_object_count(database: str) -> int:
 
 
 def database_exists(database: str) -> bool:
-    lit = database.replace("'", "''")
-    rows = query(f"SELECT count(*) FROM pg_database WHERE datname = '{lit}'", "postgres", error=TargetError)
+    rows = query(f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(database)}", "postgres",
+                 error=TargetError)
     return rows[0][0] == "1"
 
 
 def create_database(database: str) -> None:
-    ident = database.replace('"', '""')
-    query(f'CREATE DATABASE "{ident}"', "postgres", error=TargetError)
+    query(f"CREATE DATABASE {quote_ident(database)}", "postgres", error=TargetError)
 
 
 def drop_database(database: str) -> None:
-    ident = database.replace('"', '""')
-    query(f'DROP DATABASE IF EXISTS "{ident}" WITH (FORCE)', "postgres", error=TargetError)
+    query(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)", "postgres", error=TargetError)
 
 
 def seekable(archive: Path) -> None:
@@ -174,49 +299,218 @@ def restore_options() -> str:
     return f"-c synchronous_commit=off -c maintenance_work_mem={megabytes}MB"
 
 
-def restore(archive: Path, database: str, jobs: int) -> None:
-    """pg_restore --jobs N --clean --if-exists --no-owner into `database`."""
+def restore(archive: Path, database: str, jobs: int, client: Client, no_owner: bool = False) -> None:
+    """pg_restore --jobs N --exit-on-error into `database`, which holds nothing of the archive yet
+    (no --clean: a restore never drops objects). Owners and grants are kept unless `no_owner`."""
     if jobs > 1:
         seekable(archive)
     env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": restore_options()}
-    argv = [bin_path("pg_restore"), f"--jobs={jobs}", "--clean", "--if-exists", "--no-owner", "--no-password",
-            "--exit-on-error", f"--dbname={database}", str(archive)]
+    argv = [client.program("pg_restore"), f"--jobs={jobs}", "--no-password", "--exit-on-error",
+            *(["--no-owner"] if no_owner else []), f"--dbname={database}", str(archive)]
     started = time.monotonic()
-    result = proc.run(argv, env=env, timeout=float(os.environ.get("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600)))
-    log.info("pg_restore finished", database=database, jobs=jobs, options=env["PGOPTIONS"],
-             seconds=round(time.monotonic() - started, 2), exit_status=result.returncode)
+    result = proc.run(argv, env=env, timeout=proc.command_timeout(), error=TargetError)
+    log.info("pg_restore finished", database=database, jobs=jobs, options=env["PGOPTIONS"], pg_restore=argv[0],
+             client_major=client.major, no_owner=no_owner, seconds=round(time.monotonic() - started, 2),
+             exit_status=result.returncode)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace").strip()
-        raise TargetError(f"pg_restore into {_where(env)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
+        raise TargetError(f"pg_restore into {where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
                           f"{stderr[-2000:]}")
+
+
+# --- SQL text ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "word" (bare, case kept), "ident" (quoted, unescaped), "string", "punct", "other"
+    text: str
+    start: int
+    end: int
+
+    def is_word(self, *words: str) -> bool:
+        return self.kind == "word" and self.text.upper() in words
+
+    @property
+    def name(self) -> str:
+        """The identifier this token names (bare words fold to lower case, as PostgreSQL does)."""
+        return self.text if self.kind == "ident" else self.text.lower()
+
+
+_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def sql_tokens(sql: str) -> list[Token]:
+    """PostgreSQL's lexical rules as far as names, strings and statement ends go: quoted identifiers
+    (with "" inside), strings ('' and E'\\'' escapes), dollar quotes, comments."""
+    tokens: list[Token] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c.isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            i = j
+        elif c == '"':
+            j, parts = i + 1, []
+            while j < n:
+                if sql[j] == '"':
+                    if sql.startswith('""', j):
+                        parts.append('"')
+                        j += 2
+                        continue
+                    break
+                parts.append(sql[j])
+                j += 1
+            tokens.append(Token("ident", "".join(parts), i, j + 1))
+            i = j + 1
+        elif c == "'" or (c in "eE" and sql.startswith("'", i + 1)):
+            escapes = c != "'"
+            j = i + (2 if escapes else 1)
+            parts = []
+            while j < n:
+                if escapes and sql[j] == "\\" and j + 1 < n:
+                    parts.append(sql[j + 1])
+                    j += 2
+                    continue
+                if sql[j] == "'":
+                    if sql.startswith("''", j):
+                        parts.append("'")
+                        j += 2
+                        continue
+                    break
+                parts.append(sql[j])
+                j += 1
+            tokens.append(Token("string", "".join(parts), i, j + 1))
+            i = j + 1
+        elif c == "$" and (m := _DOLLAR.match(sql, i)):
+            close = sql.find(m.group(0), m.end())
+            end = n if close < 0 else close + len(m.group(0))
+            tokens.append(Token("string", sql[m.end():close if close >= 0 else n], i, end))
+            i = end
+        elif m := _WORD.match(sql, i):
+            tokens.append(Token("word", m.group(0), i, m.end()))
+            i = m.end()
+        elif c in ",;().":
+            tokens.append(Token("punct", c, i, i + 1))
+            i += 1
+        else:
+            tokens.append(Token("other", c, i, i + 1))
+            i += 1
+    return tokens
+
+
+def sql_statements(sql: str) -> list[tuple[str, list[Token]]]:
+    """(text, tokens) of each statement, split at semicolons outside strings, names and parentheses."""
+    out: list[tuple[str, list[Token]]] = []
+    current: list[Token] = []
+    depth = 0
+    for token in sql_tokens(sql):
+        if token.kind == "punct" and token.text in "()":
+            depth += 1 if token.text == "(" else -1
+        if token.kind == "punct" and token.text == ";" and depth <= 0:
+            if current:
+                out.append((sql[current[0].start:token.end], current))
+            current, depth = [], 0
+            continue
+        current.append(token)
+    if current:
+        out.append((sql[current[0].start:current[-1].end], current))
+    return out
+
+
+@dataclass(frozen=True)
+class CopyTable:
+    """A table's data as the archive holds it: `COPY schema.table (col, ...) FROM stdin;`."""
+
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+
+    @property
+    def sql_name(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+
+    @property
+    def sql_columns(self) -> str:
+        return ", ".join(quote_ident(c) for c in self.columns)
+
+
+def parse_copy(line: str) -> CopyTable | None:
+    """The table and columns of a COPY header line (names may hold dots, spaces, quotes, capitals)."""
+    tokens = sql_tokens(line)
+    if len(tokens) < 5 or not tokens[0].is_word("COPY"):
+        return None
+    names = [tokens[1]]
+    i = 2
+    if tokens[i].kind == "punct" and tokens[i].text == ".":
+        names.append(tokens[i + 1])
+        i += 2
+    if any(t.kind not in ("word", "ident") for t in names):
+        return None
+    columns: list[str] = []
+    if tokens[i].kind == "punct" and tokens[i].text == "(":
+        i += 1
+        while i < len(tokens) and not (tokens[i].kind == "punct" and tokens[i].text == ")"):
+            if tokens[i].kind in ("word", "ident"):
+                columns.append(tokens[i].name)
+            i += 1
+        i += 1
+    if i >= len(tokens) or not tokens[i].is_word("FROM"):
+        return None
+    schema, table = ("public", names[0].name) if len(names) == 1 else (names[0].name, names[1].name)
+    return CopyTable(schema, table, tuple(columns))
 
 
 # --- drill comparisons -------------------------------------------------------------------------
 
 SAMPLE_ROWS = 200
+# The drill's reads: the dump's value rendering, physical order, and an error instead of rows that
+# row-level security would hide.
+READ_OPTIONS = ("-c synchronize_seqscans=off -c extra_float_digits=3 -c datestyle=ISO -c intervalstyle=postgres "
+                "-c row_security=off")
 
 
-def archive_table_data(archive: Path) -> dict[str, tuple[int, str]]:
+@dataclass(frozen=True)
+class TableData:
+    table: CopyTable
+    rows: int
+    sample: str  # MD5 of the first SAMPLE_ROWS COPY lines
+
+
+def archive_table_data(archive: Path, client: Client) -> dict[str, TableData]:
     """Row count and an MD5 of the first rows of each table, read from the archive's COPY data."""
-    argv = [bin_path("pg_restore"), "--data-only", "--file=-", str(archive)]
-    tables: dict[str, tuple[int, str]] = {}
-    current: str | None = None
-    rows = 0
+    argv = [client.program("pg_restore"), "--data-only", "--file=-", str(archive)]
+    tables: dict[str, TableData] = {}
+    current: CopyTable | None = None
+    rows = sampled = 0
     sample = hashlib.md5(usedforsecurity=False)
-    sampled = 0
     pending = b""
-    copy_re = re.compile(rb"^COPY (\S+(?:\.\S+)?) .*FROM stdin;$")
     for chunk in proc.stream_stdout(argv, CLIENT_ENV, lambda msg: TargetError(f"reading the archive failed: {msg}")):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
             if current is None:
-                match = copy_re.match(line)
-                if match:
-                    current, rows, sampled = match.group(1).decode(), 0, 0
+                if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+                    current = parse_copy(line.decode("utf-8", errors="replace"))
+                    if current is None:
+                        raise TargetError(f"cannot read the table name of {line[:200]!r} in the archive")
+                    rows = sampled = 0
                     sample = hashlib.md5(usedforsecurity=False)
             elif line == b"\\.":
-                tables[current] = (rows, sample.hexdigest())
+                tables[current.sql_name] = TableData(current, rows, sample.hexdigest())
                 current = None
             else:
                 rows += 1
@@ -226,13 +520,42 @@ def archive_table_data(archive: Path) -> dict[str, tuple[int, str]]:
     return tables
 
 
-def restored_table_data(database: str, table: str) -> tuple[int, str]:
-    """Row count and MD5 of the first rows in physical order (a fresh COPY load keeps the dump's order)."""
-    count = int(query(f"SELECT count(*) FROM ONLY {table}", database, error=TargetError)[0][0])
-    env = {**CLIENT_ENV, "PGDATABASE": database,
-           "PGOPTIONS": "-c synchronize_seqscans=off -c extra_float_digits=3 -c datestyle=ISO -c intervalstyle=postgres"}
-    result = proc.run([bin_path("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-c",
-                       f"COPY (SELECT * FROM ONLY {table} LIMIT {SAMPLE_ROWS}) TO STDOUT"], env=env)
+def restored_row_counts(database: str, tables: list[CopyTable], client: Client) -> dict[str, int]:
+    """count(*) of each table, in one query."""
+    if not tables:
+        return {}
+    parts = [f"SELECT {i}, count(*) FROM ONLY {t.sql_name}" for i, t in enumerate(tables)]
+    rows = query(" UNION ALL ".join(parts), database, error=TargetError, client=client, options=READ_OPTIONS)
+    return {tables[int(i)].sql_name: int(n) for i, n in rows}
+
+
+def restored_sample(database: str, table: CopyTable, client: Client) -> str:
+    """MD5 of the first rows in physical order (a fresh COPY load keeps the dump's order), of exactly
+    the columns the archive's COPY holds (generated columns are not in it)."""
+    env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": READ_OPTIONS}
+    select = f"SELECT {table.sql_columns} FROM ONLY {table.sql_name}" if table.columns else f"SELECT FROM ONLY {table.sql_name}"
+    result = proc.run([client.program("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-c",
+                       f"COPY ({select} LIMIT {SAMPLE_ROWS}) TO STDOUT"], env=env, error=TargetError)
     if result.returncode != 0:
-        raise TargetError(f"reading {table} from {database} failed: {_first_error(result.stderr)}")
-    return count, hashlib.md5(result.stdout, usedforsecurity=False).hexdigest()
+        raise TargetError(f"reading {table.sql_name} from {database} failed: {_first_error(result.stderr)}")
+    return hashlib.md5(result.stdout, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    tables: int
+    bad_counts: list[str]
+    bad_samples: list[str]
+
+
+def compare_with_archive(archive: Path, database: str, client: Client, samples: bool = True) -> Comparison:
+    """Row counts (and with `samples` the first rows' MD5) of every table against the archive's COPY data."""
+    expected = archive_table_data(archive, client)
+    counts = restored_row_counts(database, [d.table for d in expected.values()], client)
+    bad_counts, bad_samples = [], []
+    for name, want in sorted(expected.items()):
+        if counts[name] != want.rows:
+            bad_counts.append(f"{name}: {counts[name]} rows, archive has {want.rows}")
+        if samples and restored_sample(database, want.table, client) != want.sample:
+            bad_samples.append(name)
+    return Comparison(len(expected), bad_counts, bad_samples)

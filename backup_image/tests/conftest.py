@@ -34,6 +34,7 @@ from devservices.redis import RedisServer, redis_server  # noqa: E402
 REDIS_PASSWORD = "redis pw with spaces & quotes'"
 IMAGE_ROOTFS = REPO_ROOT / "build" / "image-rootfs"
 IN_IMAGE = REPO_ROOT / "scripts" / "in-image.sh"
+IMAGE_UID = 10001  # the image's user, who runs the tool
 # The server majors the image's clients are tested against, each pairing both ways.
 PG_MAJORS = (15, 17)
 REDIS_MAJORS = (7, 8)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import backup_testdata as data
 import pytest
 from azure.storage.blob import BlobServiceClient
-from conftest import World
+from conftest import IMAGE_UID, World, in_image
 
 from devservices.process import ServiceError
 
@@ -102,11 +104,15 @@ def test_restore_named_older_set(world: World) -> None:
     assert world.pg.psql("SELECT count(*) FROM app.executions", f"{world.database}_old").strip() == "5000"
 
 
-def test_restore_and_drill_with_a_long_tmpdir(world: World, tmp_path: Path) -> None:
+def test_restore_and_drill_with_a_long_tmpdir(world: World) -> None:
     """A unix socket path holds at most 107 bytes: the private redis-server must not put it under a long TMPDIR."""
-    long_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    top = Path(tempfile.mkdtemp(prefix="long-", dir=in_image("/work")))
+    long_dir = top / ("d" * 60) / ("e" * 60)
     long_dir.mkdir(parents=True)
-    env = {"TMPDIR": str(long_dir), "BACKUP_WORK_DIR": str(long_dir)}
+    for folder in (long_dir, long_dir.parent, top):
+        os.chown(folder, IMAGE_UID, IMAGE_UID)
+    inside = Path("/") / long_dir.relative_to(in_image("/"))
+    env = {"TMPDIR": str(inside), "BACKUP_WORK_DIR": str(inside)}
     before = data.redis_fingerprint(world.rcli())
     assert world.run("backup", env=env).returncode == 0
     world.rcli().flushdb()
