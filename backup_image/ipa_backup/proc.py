@@ -22,7 +22,7 @@ from ipa_backup.errors import BackupError
 GRACE_SECONDS = 5.0  # after SIGTERM: pg_dump and pg_restore cancel their queries, redis-server shuts down
 DEFAULT_COMMAND_TIMEOUT = 6 * 3600.0
 
-_children: set[subprocess.Popen[bytes]] = set()
+_children: dict[subprocess.Popen[bytes], str] = {}  # live child -> program name
 _lock = threading.Lock()
 _command_timeout = DEFAULT_COMMAND_TIMEOUT
 
@@ -56,13 +56,13 @@ def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """subprocess.Popen, registered so that a signal ends it; `forget` it once it is reaped."""
     child: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **kwargs)
     with _lock:
-        _children.add(child)
+        _children[child] = os.path.basename(argv[0])
     return child
 
 
 def forget(child: subprocess.Popen[bytes]) -> None:
     with _lock:
-        _children.discard(child)
+        _children.pop(child, None)
 
 
 def _running(pid: int) -> bool:
@@ -124,7 +124,7 @@ def _descendants(root: int) -> dict[int, str]:
 def end_children(grace: float = GRACE_SECONDS) -> list[str]:
     """End every child the tool started and their own children; returns them as `name[pid]`."""
     with _lock:
-        registered = {c.pid: os.path.basename(str(c.args[0])) for c in _children if c.returncode is None}
+        registered = {c.pid: n for c, n in _children.items() if c.returncode is None}
     found = {pid: n for pid, n in registered.items() if _running(pid)} | _descendants(os.getpid())
     stop(sorted(found), grace)
     return [f"{n}[{pid}]" for pid, n in sorted(found.items())]

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import IO, Any
 
 from azure.core.exceptions import (
@@ -304,7 +305,7 @@ class BlobStore:
         def stage(data: bytes) -> None:
             block_id = base64.b64encode(f"{len(block_ids):010d}".encode()).decode()
             block_ids.append(block_id)
-            pending.append(pool.submit(lambda: put(block_id, data)))
+            pending.append(pool.submit(partial(put, block_id, data)))
             while len(pending) >= max_pending:
                 pending.popleft().result()
 
@@ -357,14 +358,14 @@ class BlobStore:
                 total = int(blob.get_blob_properties().size)
             ranges = iter([(offset, min(step, total - offset)) for offset in range(0, total, step)])
             for offset, length in ranges:
-                pending.append(pool.submit(lambda o=offset, n=length: fetch(o, n)))
+                pending.append(pool.submit(partial(fetch, offset, length)))
                 if len(pending) >= self.settings.upload_concurrency * 2:
                     break
             while pending:
                 data = pending.popleft().result()
                 following = next(ranges, None)
                 if following is not None:
-                    pending.append(pool.submit(lambda o=following[0], n=following[1]: fetch(o, n)))
+                    pending.append(pool.submit(partial(fetch, *following)))
                 digest.update(data)
                 size += len(data)
                 sink(data)
