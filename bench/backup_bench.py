@@ -23,6 +23,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+# ipa-backup as it ships: the image's userland and tools (make image-rootfs), not this machine's.
+IPA_BACKUP = [str(REPO_ROOT / "scripts" / "in-image.sh"), "ipa-backup"]
 
 from devservices.azurite import azurite  # noqa: E402
 from devservices.postgres import PostgresServer, postgres  # noqa: E402
@@ -184,16 +186,16 @@ def bench_db(pg: PostgresServer, db: str, base_env: dict[str, str], work: Path, 
         phases: list[dict[str, float]] = []
         for _ in range(repeat if i == 0 else 1):
             settle(pg)
-            times["backup"].append(timed([sys.executable, "-m", "ipa_backup", "backup"], run_env))
+            times["backup"].append(timed([*IPA_BACKUP, "backup"], run_env))
             pg.drop_database(f"{db}_ipa")
             settle(pg)
             cpu = busy_cpu_seconds()
-            elapsed, phase = timed_restore([sys.executable, "-m", "ipa_backup", "restore", "--only", "postgres",
+            elapsed, phase = timed_restore([*IPA_BACKUP, "restore", "--only", "postgres",
                                             "--pg-database", f"{db}_ipa"], run_env)
             times["restore"].append(elapsed)
             times["restore_cpu"].append(busy_cpu_seconds() - cpu)
             phases.append(phase)
-        listing = subprocess.run([sys.executable, "-m", "ipa_backup", "list", "--json"], env={**os.environ, **run_env},
+        listing = subprocess.run([*IPA_BACKUP, "list", "--json"], env={**os.environ, **run_env},
                                  capture_output=True, text=True, check=True)
         stored = json.loads(listing.stdout)[0]["size"]
         pg.drop_database(f"{db}_ipa")
@@ -273,7 +275,8 @@ def run(args: argparse.Namespace, pg: PostgresServer, redis_url: str, conn: str,
     print(f"building multi-table database of about {args.multi_gb} GB ...", flush=True)
     build_multi(pg, args.multi_gb)
     print(f"data ready in {time.monotonic() - started:.0f}s", flush=True)
-    base_env = {"REDIS_URL": redis_url, "AZURE_STORAGE_CONNECTION_STRING": conn, "BACKUP_WORK_DIR": str(work)}
+    # The tool stages in the image's own /work (BACKUP_WORK_DIR's default there).
+    base_env = {"REDIS_URL": redis_url, "AZURE_STORAGE_CONNECTION_STRING": conn}
     return [bench_db(pg, "multi", base_env, work, knobs, args.repeat),
             bench_db(pg, "pgbench", base_env, work, knobs[:1], args.repeat)]
 
