@@ -1,4 +1,7 @@
-"""Data offsets patched into a real pg_dump custom archive written to a pipe (ipa_backup.archive)."""
+"""Data offsets patched into a real pg_dump custom archive written to a pipe (ipa_backup.archive).
+
+The archives come from the image's own pg_dump of each major it carries, against a server of that
+major (15: archive 1.14, 17: archive 1.16), and are restored with the image's pg_restore."""
 
 from __future__ import annotations
 
@@ -6,13 +9,37 @@ import mmap
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import backup_testdata as data
 import pytest
+from conftest import IMAGE_UID, IN_IMAGE, PG_MAJORS, in_image
 from ipa_backup import archive
 
 from devservices.postgres import PostgresServer
+
+pytestmark = pytest.mark.services
+
+
+def _client(pg: PostgresServer, program: str) -> list[str]:
+    """The image's `program` of the server's major."""
+    return [str(IN_IMAGE), f"/usr/lib/postgresql/{pg.major}/bin/{program}"]
+
+
+def _seen(path: Path) -> str:
+    """`path` (under the image rootfs) as the image's programs see it."""
+    return "/" + str(path.relative_to(in_image("/")))
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A folder inside the image rootfs that the image's user may write."""
+    folder = Path(tempfile.mkdtemp(prefix="archive-", dir=in_image("/work")))
+    os.chown(folder, IMAGE_UID, IMAGE_UID)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _toc(path: Path) -> archive.Toc:
@@ -21,10 +48,10 @@ def _toc(path: Path) -> archive.Toc:
 
 
 def _dump(pg: PostgresServer, database: str, out: Path, compress: str, to_pipe: bool) -> None:
-    argv = [str(pg.bin_dir / "pg_dump"), "--format=custom", f"--compress={compress}"]
+    argv = [*_client(pg, "pg_dump"), "--format=custom", f"--compress={compress}"]
     env = {**os.environ, **pg.env(database)}
     if not to_pipe:
-        subprocess.run([*argv, f"--file={out}"], env=env, check=True)
+        subprocess.run([*argv, f"--file={_seen(out)}"], env=env, check=True)
         return
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) as child, open(out, "wb") as handle:
         assert child.stdout is not None
@@ -33,22 +60,29 @@ def _dump(pg: PostgresServer, database: str, out: Path, compress: str, to_pipe: 
 
 
 def _listing(pg: PostgresServer, path: Path) -> list[str]:
-    out = subprocess.run([str(pg.bin_dir / "pg_restore"), "-l", str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([*_client(pg, "pg_restore"), "-l", _seen(path)], capture_output=True, text=True, check=True)
     return [line for line in out.stdout.splitlines() if not line.startswith(";")]  # ";" lines: header, dump time
+
+
+@pytest.fixture(scope="module", params=PG_MAJORS, ids=[f"pg{major}" for major in PG_MAJORS])
+def pg_server(request: pytest.FixtureRequest) -> PostgresServer:  # this module's servers: every major
+    server: PostgresServer = request.getfixturevalue(f"pg{request.param}")
+    return server
 
 
 @pytest.fixture(scope="module")
 def source(pg_server: PostgresServer) -> str:
     name = "archive_source"
+    pg_server.drop_database(name)
     pg_server.create_database(name)
     pg_server.psql(data.PG_SCHEMA, name)
     return name
 
 
 @pytest.mark.parametrize("compress", ["0", "1"])  # 0: what ipa-backup dumps (find path); 1: gzip chunks (chunk walk)
-def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer, source: str, tmp_path: Path,
+def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer, source: str, work: Path,
                                                        compress: str) -> None:
-    piped, direct = tmp_path / "piped.dump", tmp_path / "direct.dump"
+    piped, direct = work / "piped.dump", work / "direct.dump"
     _dump(pg_server, source, piped, compress, to_pipe=True)
     _dump(pg_server, source, direct, compress, to_pipe=False)
     before, want = _toc(piped), _toc(direct)
@@ -68,22 +102,22 @@ def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer
     assert archive.patch_offsets(piped) == 0  # already set: left alone
 
 
-def test_patched_archive_restores_with_two_jobs(pg_server: PostgresServer, source: str, tmp_path: Path) -> None:
-    piped = tmp_path / "piped.dump"
+def test_patched_archive_restores_with_two_jobs(pg_server: PostgresServer, source: str, work: Path) -> None:
+    piped = work / "piped.dump"
     _dump(pg_server, source, piped, "0", to_pipe=True)
     assert archive.patch_offsets(piped) == 5
     target = "archive_restored"
     pg_server.drop_database(target)
     pg_server.create_database(target)
-    result = subprocess.run([str(pg_server.bin_dir / "pg_restore"), "--jobs=2", "--no-owner", "--exit-on-error",
-                             f"--dbname={target}", str(piped)], env={**os.environ, **pg_server.env(target)},
+    result = subprocess.run([*_client(pg_server, "pg_restore"), "--jobs=2", "--no-owner", "--exit-on-error",
+                             f"--dbname={target}", _seen(piped)], env={**os.environ, **pg_server.env(target)},
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert pg_server.psql(data.PG_FINGERPRINT, target) == pg_server.psql(data.PG_FINGERPRINT, source)
 
 
-def test_broken_archives_are_refused(pg_server: PostgresServer, source: str, tmp_path: Path) -> None:
-    piped = tmp_path / "piped.dump"
+def test_broken_archives_are_refused(pg_server: PostgresServer, source: str, work: Path) -> None:
+    piped = work / "piped.dump"
     _dump(pg_server, source, piped, "0", to_pipe=True)
     whole = piped.read_bytes()
     piped.write_bytes(whole[: len(whole) - 3000])  # cut inside the data
