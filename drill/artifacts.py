@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 TIME_SCALE = 60.0
+IMAGE_ENTRYPOINT = "ipa-backup"  # what the backup image runs (behind tini) when a container sets no `command`
 MIN_RANGE_SECONDS = 5.0
 MIN_FOR_SECONDS = 1.0
 DRILL_GROUP_WAIT = "1s"
@@ -316,8 +317,9 @@ def find_cronjobs(kubernetes_dir: Path) -> dict[str, CronJobSpec]:
                 continue
             job = doc["spec"]["jobTemplate"]["spec"]
             container = job["template"]["spec"]["containers"][0]
-            command = [*(container.get("command") or []), *(container.get("args") or [])]
-            if not command or "ipa-backup" not in command[0]:
+            # Without `command` the image's entry point runs: tini, then ipa-backup.
+            command = [*(container.get("command") or [IMAGE_ENTRYPOINT]), *(container.get("args") or [])]
+            if "ipa-backup" not in command[0]:
                 continue
             env = list(container.get("env") or [])
             found[command[-1]] = CronJobSpec(

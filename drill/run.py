@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,8 +35,9 @@ import yaml
 
 from components.settings import Settings, parse_settings
 from devservices.azurite import azurite
+from devservices.image import IPA_BACKUP, image_path, image_workdir, require_image
 from devservices.postgres import postgres
-from devservices.process import REPO_ROOT, port_open
+from devservices.process import REPO_ROOT, ServiceError, port_open
 from devservices.prometheus import Alertmanager, Prometheus, alertmanager, prometheus, pushgateway
 from devservices.redis import redis_server
 from devservices.smtp_standin import SmtpStandin
@@ -258,14 +258,15 @@ class Drill:
 
     def _tool_env(self, s: Stack, which: str, cron: artifacts.CronJobSpec | None) -> dict[str, str]:
         assert self.settings is not None
-        # Short and under /tmp: the tool puts unix sockets (108-byte limit) in its work folder.
-        tmp = Path(tempfile.mkdtemp(prefix=f"ipa-drill-{which}-"))
-        self.temp_dirs.append(tmp)
+        # The tool runs in the image's userland: its work folder lies there too.
+        host_tmp = image_workdir(f"ipa-drill-{which}-")
+        self.temp_dirs.append(host_tmp)
+        tmp = image_path(host_tmp)
         local = {
             "PGHOST": s.pg_env["PGHOST"], "PGPORT": s.pg_env["PGPORT"], "PGUSER": s.pg_env["PGUSER"],
             "PGPASSWORD": s.pg_env["PGPASSWORD"], "REDIS_URL": s.redis_url, "REDISCLI_AUTH": s.redis_password,
             "AZURE_STORAGE_CONNECTION_STRING": s.azurite_connection, "PUSHGATEWAY_URL": s.pushgateway,
-            "BACKUP_WORK_DIR": str(tmp), "TMPDIR": str(tmp),
+            "BACKUP_WORK_DIR": tmp, "TMPDIR": tmp,
         }
         defaults = {"BACKUP_CONTAINER": self.settings.backup_container, "PGDATABASE": self.settings.postgres_database}
         if cron is None:
@@ -300,13 +301,14 @@ class Drill:
         except artifacts.ArtifactError as exc:
             self.report.check("backup environment translated", False, str(exc))
             return False
-        binary = REPO_ROOT / ".venv" / "bin" / "ipa-backup"
-        if not binary.exists():
-            self.report.check("ipa-backup installed", False, f"{binary} is missing (backup_image/ not installed by scripts/setup/python.sh)")
+        try:
+            require_image()
+        except ServiceError as exc:
+            self.report.check("ipa-backup image rootfs", False, str(exc))
             return False
         deadline = (backup_cron.deadline_seconds if backup_cron and backup_cron.deadline_seconds else 1200)
-        self.tool = BackupTool([str(binary)], env, self.work / "logs", timeout=max(60.0, deadline / artifacts.TIME_SCALE * 3))
-        self.drill_tool = BackupTool([str(binary)], drill_env, self.work / "logs", timeout=300.0)
+        self.tool = BackupTool(IPA_BACKUP, env, self.work / "logs", timeout=max(60.0, deadline / artifacts.TIME_SCALE * 3))
+        self.drill_tool = BackupTool(IPA_BACKUP, drill_env, self.work / "logs", timeout=300.0)
 
         self.say(f"seeding {workload.SEED_DOCUMENTS} documents and {workload.SEED_SESSIONS} sessions")
         pgc = workload.PgConn(s.psql, s.pg_env)

@@ -28,13 +28,11 @@ if str(REPO_ROOT) not in sys.path:  # devservices lives at the repo root
 import backup_testdata as data  # noqa: E402
 
 from devservices.azurite import AzuriteServer, azurite  # noqa: E402
+from devservices.image import IMAGE_ROOTFS, IN_IMAGE  # noqa: E402
 from devservices.postgres import PostgresServer, postgres  # noqa: E402
 from devservices.redis import RedisServer, redis_server  # noqa: E402
 
 REDIS_PASSWORD = "redis pw with spaces & quotes'"
-IMAGE_ROOTFS = REPO_ROOT / "build" / "image-rootfs"
-IN_IMAGE = REPO_ROOT / "scripts" / "in-image.sh"
-IMAGE_UID = 10001  # the image's user, who runs the tool
 # The server majors the image's clients are tested against, each pairing both ways.
 PG_MAJORS = (15, 17)
 REDIS_MAJORS = (7, 8)
@@ -48,11 +46,6 @@ def image_rootfs() -> Path:
                             timeout=900, check=False)
     assert result.returncode == 0, f"make image-rootfs failed:\n{result.stdout}{result.stderr}"
     return IMAGE_ROOTFS
-
-
-def in_image(path: str | Path) -> Path:
-    """Where a path the tool sees inside the image lies on this machine."""
-    return IMAGE_ROOTFS / Path(path).relative_to("/")
 
 
 @pytest.fixture(scope="session")

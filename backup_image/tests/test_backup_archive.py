@@ -9,15 +9,15 @@ import mmap
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import backup_testdata as data
 import pytest
-from conftest import IMAGE_UID, IN_IMAGE, PG_MAJORS, in_image
+from conftest import PG_MAJORS
 from ipa_backup import archive
 
+from devservices.image import IN_IMAGE, image_path, image_workdir
 from devservices.postgres import PostgresServer
 
 pytestmark = pytest.mark.services
@@ -28,16 +28,10 @@ def _client(pg: PostgresServer, program: str) -> list[str]:
     return [str(IN_IMAGE), f"/usr/lib/postgresql/{pg.major}/bin/{program}"]
 
 
-def _seen(path: Path) -> str:
-    """`path` (under the image rootfs) as the image's programs see it."""
-    return "/" + str(path.relative_to(in_image("/")))
-
-
 @pytest.fixture
 def work() -> Iterator[Path]:
     """A folder inside the image rootfs that the image's user may write."""
-    folder = Path(tempfile.mkdtemp(prefix="archive-", dir=in_image("/work")))
-    os.chown(folder, IMAGE_UID, IMAGE_UID)
+    folder = image_workdir("archive-")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -51,7 +45,7 @@ def _dump(pg: PostgresServer, database: str, out: Path, compress: str, to_pipe: 
     argv = [*_client(pg, "pg_dump"), "--format=custom", f"--compress={compress}"]
     env = {**os.environ, **pg.env(database)}
     if not to_pipe:
-        subprocess.run([*argv, f"--file={_seen(out)}"], env=env, check=True)
+        subprocess.run([*argv, f"--file={image_path(out)}"], env=env, check=True)
         return
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) as child, open(out, "wb") as handle:
         assert child.stdout is not None
@@ -60,7 +54,7 @@ def _dump(pg: PostgresServer, database: str, out: Path, compress: str, to_pipe: 
 
 
 def _listing(pg: PostgresServer, path: Path) -> list[str]:
-    out = subprocess.run([*_client(pg, "pg_restore"), "-l", _seen(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([*_client(pg, "pg_restore"), "-l", image_path(path)], capture_output=True, text=True, check=True)
     return [line for line in out.stdout.splitlines() if not line.startswith(";")]  # ";" lines: header, dump time
 
 
@@ -110,7 +104,7 @@ def test_patched_archive_restores_with_two_jobs(pg_server: PostgresServer, sourc
     pg_server.drop_database(target)
     pg_server.create_database(target)
     result = subprocess.run([*_client(pg_server, "pg_restore"), "--jobs=2", "--no-owner", "--exit-on-error",
-                             f"--dbname={target}", _seen(piped)], env={**os.environ, **pg_server.env(target)},
+                             f"--dbname={target}", image_path(piped)], env={**os.environ, **pg_server.env(target)},
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert pg_server.psql(data.PG_FINGERPRINT, target) == pg_server.psql(data.PG_FINGERPRINT, source)

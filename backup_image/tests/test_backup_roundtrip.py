@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import backup_testdata as data
 import pytest
 from azure.storage.blob import BlobServiceClient
-from conftest import IMAGE_UID, World, in_image
+from conftest import World
 
+from devservices.image import IMAGE_UID, image_path, image_workdir
 from devservices.process import ServiceError
 
 
@@ -106,12 +105,11 @@ def test_restore_named_older_set(world: World) -> None:
 
 def test_restore_and_drill_with_a_long_tmpdir(world: World) -> None:
     """A unix socket path holds at most 107 bytes: the private redis-server must not put it under a long TMPDIR."""
-    top = Path(tempfile.mkdtemp(prefix="long-", dir=in_image("/work")))
-    long_dir = top / ("d" * 60) / ("e" * 60)
+    long_dir = image_workdir("long-") / ("d" * 60) / ("e" * 60)
     long_dir.mkdir(parents=True)
-    for folder in (long_dir, long_dir.parent, top):
+    for folder in (long_dir, long_dir.parent):
         os.chown(folder, IMAGE_UID, IMAGE_UID)
-    inside = Path("/") / long_dir.relative_to(in_image("/"))
+    inside = image_path(long_dir)
     env = {"TMPDIR": str(inside), "BACKUP_WORK_DIR": str(inside)}
     before = data.redis_fingerprint(world.rcli())
     assert world.run("backup", env=env).returncode == 0

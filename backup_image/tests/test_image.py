@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_ROOTFS, IN_IMAGE, REPO_ROOT, World
+from conftest import REPO_ROOT, World
+
+from devservices.image import IMAGE_ROOTFS, IN_IMAGE
 
 IMAGE_DIR = REPO_ROOT / "backup_image"
 
