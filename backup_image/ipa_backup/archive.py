@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
 OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
@@ -166,13 +168,38 @@ def read_toc(buf: mmap.mmap | bytes) -> Toc:
     return Toc(version, r.int_size, off_size, compressed, entries, r.pos, database, server_version, dump_version)
 
 
+TOC_PREFIX_START = 1 << 20
+
+
 def read_archive_toc(path: Path) -> Toc:
-    """The header and table of contents of the archive file at `path` (read only)."""
+    """The header and table of contents of the archive file at `path` (read only). A `.zst` file is
+    read compressed: only the beginning that holds the TOC is decompressed."""
+    if path.suffix == ".zst":
+        return _read_compressed_toc(path)
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise ArchiveFormatError("archive is empty")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return read_toc(buf)
+
+
+def _read_compressed_toc(path: Path) -> Toc:
+    """Decompress ever longer beginnings of `path` until the TOC in them is whole."""
+    want = TOC_PREFIX_START
+    while True:
+        with open(path, "rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle) as reader:
+            pieces, got = [], 0
+            while got < want and (piece := reader.read(want - got)):
+                pieces.append(piece)
+                got += len(piece)
+            prefix = b"".join(pieces)
+            more = got == want
+        try:
+            return read_toc(prefix)
+        except ArchiveFormatError:
+            if not more:
+                raise
+        want *= 4
 
 
 def scan_blocks(buf: mmap.mmap | bytes, toc: Toc) -> dict[int, int]:

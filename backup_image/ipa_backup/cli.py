@@ -1,18 +1,20 @@
-"""Command line (SPEC §6): backup, list, verify, restore, drill."""
+"""Command line: backup, list, verify, restore, drill."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
-from ipa_backup import __version__, config, log, metrics
-from ipa_backup.errors import BackupError, IntegrityError
+from ipa_backup import __version__, config, log, metrics, proc
+from ipa_backup.errors import BackupError, IntegrityError, Interrupted
 from ipa_backup.restore import drill, restore_set
 from ipa_backup.sets import fetch_verified, take_backup
 from ipa_backup.storage import BlobStore
@@ -37,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--pg-database", help="target database (default: PGDATABASE)")
     restore.add_argument("--redis-url", help="target Redis (default: REDIS_URL)")
     restore.add_argument("--only", choices=["postgres", "redis"], help="restore one target only")
+    restore.add_argument("--with-globals", action="store_true",
+                         help="PostgreSQL: first create the roles of the set that the server lacks (a new server)")
+    restore.add_argument("--no-owner", action="store_true",
+                         help="PostgreSQL: give every object to the restoring user (a server where it may not act as the owners)")
+    restore.add_argument("--keep-old", action="store_true",
+                         help="with --force: keep the replaced data (PostgreSQL: as <db>__ipa_old_<id>; Redis: in the "
+                              "staging database the log names) instead of dropping it")
     sub.add_parser("drill", help="restore the newest complete set into scratch targets and check it")
     return parser
 
@@ -51,6 +60,7 @@ def _age(seconds: float) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     settings = config.load()
+    proc.set_command_timeout(settings.command_timeout)
     if args.command == "backup":
         info, manifest, results = take_backup(settings)
         print(json.dumps({"set_id": info.set_id, "tier": info.tier, "captured_at": manifest["captured_at"],
@@ -77,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"set_id": info.set_id, "verified": True, "files": len(manifest["files"])}))
         return 0
     if args.command == "restore":
-        result = restore_set(settings, args.set, args.force, args.pg_database, args.redis_url, args.only)
+        result = restore_set(settings, args.set, args.force, args.pg_database, args.redis_url, args.only,
+                             no_owner=args.no_owner, with_globals=args.with_globals, keep_old=args.keep_old)
         print(json.dumps(result))
         return 0
     report = drill(settings)
@@ -91,18 +102,74 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StopOnSignal:
+    """SIGTERM (Kubernetes at activeDeadlineSeconds, or when the pod is deleted) and SIGINT stop the run.
+
+    The handler first ends the child processes (SIGTERM, so pg_dump and pg_restore cancel their
+    queries; SIGKILL after a grace period), then raises Interrupted in the main thread: the run unwinds
+    through its `finally` blocks, which remove the work dir and never write a manifest. Without a
+    handler Python ignores SIGTERM when it runs as PID 1 (the image runs it under tini, which forwards
+    the signal). A second signal while stopping changes nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.ended: list[str] = []
+        self.active = True  # raise only while the run is under way, never in the error reporting after it
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        self.ended = proc.end_children()
+        if self.active:
+            raise Interrupted(signum)
+
+    def uninstall(self) -> None:
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+
+
+def _stopped(command: str, signum: int, ended: list[str], detail: str | None = None) -> int:
+    """Log the signal that stopped the run; its exit code, 128 + the signal number."""
+    ended = ended + proc.end_children()  # and anything started while the run unwound
+    name = signal.Signals(signum).name
+    log.error(f"stopped by {name}: child processes ended, work dir removed; a backup set being written stays "
+              "incomplete (no manifest)", command=command, signal=name, exit_code=128 + signum, error="Interrupted",
+              ended=ended or None, detail=detail)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.setup()
     started = time.monotonic()
+    stopper = _StopOnSignal()
     try:
-        code = _run(args)
+        try:
+            code = _run(args)
+        finally:
+            stopper.active = False
+    except Interrupted as exc:
+        return _stopped(args.command, exc.signum, stopper.ended)
     except BackupError as exc:
+        if stopper.received is not None:  # a clean-up on the way out failed after the signal
+            return _stopped(args.command, stopper.received, stopper.ended, str(exc))
         log.error(str(exc), command=args.command, exit_code=exc.exit_code, error=type(exc).__name__)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - last resort: still a clear message and a non-zero exit
+        if stopper.received is not None:
+            return _stopped(args.command, stopper.received, stopper.ended, str(exc))
         log.error(f"unexpected failure: {exc}", command=args.command, exit_code=1, traceback=traceback.format_exc())
         return 1
+    finally:
+        stopper.uninstall()
+    if stopper.received is not None:
+        log.warning(f"{signal.Signals(stopper.received).name} arrived after the {args.command} had finished",
+                    command=args.command)
     log.info(f"{args.command} finished", command=args.command, seconds=round(time.monotonic() - started, 2))
     return code
 

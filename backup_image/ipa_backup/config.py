@@ -98,6 +98,7 @@ class Settings:
     restore_jobs: int
     progress_interval: float
     command_timeout: float  # any one pg_dump, pg_dumpall, redis-cli or pg_restore run
+    redis_batch_bytes: int = 32 << 20  # Redis restore: bytes of values read and written at a time
 
     @property
     def redis(self) -> RedisTarget | None:
@@ -144,4 +145,5 @@ def load() -> Settings:
         restore_jobs=_int("RESTORE_JOBS", max(1, os.cpu_count() or 1), 1, 64),
         progress_interval=_float("BACKUP_PROGRESS_SECONDS", 10.0),
         command_timeout=_float("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600.0, 1.0),
+        redis_batch_bytes=_int("RESTORE_REDIS_BATCH_MB", 32, 1, 1024) << 20,
     )

@@ -13,14 +13,16 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import zstandard
 
 from ipa_backup import archive as archive_format
 from ipa_backup import log, proc
-from ipa_backup.errors import BackupError, ConfigError, SourceError, TargetError
+from ipa_backup.errors import BackupError, ConfigError, IntegrityError, SourceError, TargetError
 
 # Same rendering of values in the dump and in the drill's comparison queries.
 CLIENT_ENV = {"PGTZ": "UTC", "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "ipa-backup"}
@@ -179,6 +181,16 @@ def check_source() -> PgSource:
     return PgSource(version, major, client.major)
 
 
+def largest_table_share() -> float:
+    """The biggest table's share of all table data: a restore's --jobs can load different tables at
+    once but not split one, so a set dominated by one table is better streamed (see pgrestore)."""
+    rows = query("SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM (SELECT pg_table_size(c.oid) AS s"
+                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
+                 " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%') t")
+    largest, total = int(rows[0][0]), int(rows[0][1])
+    return round(largest / total, 3) if total else 0.0
+
+
 def _source_client() -> Client:
     version, major = server_version(None, SourceError)
     return dump_client(major, version)
@@ -299,16 +311,44 @@ def restore_options() -> str:
     return f"-c synchronous_commit=off -c maintenance_work_mem={megabytes}MB"
 
 
+STREAM_CHUNK = 1 << 20
+
+
+def streamed(archive: Path) -> bool:
+    """A `.zst` archive was verified as stored and is decompressed straight into pg_restore's stdin."""
+    return archive.suffix == ".zst"
+
+
+def archive_input(archive: Path) -> tuple[list[str], Callable[[BinaryIO], None] | None]:
+    """pg_restore's archive argument (none: it reads stdin), and what feeds its stdin when the
+    archive is streamed."""
+    if not streamed(archive):
+        return [str(archive)], None
+
+    def decompress(sink: BinaryIO) -> None:
+        with open(archive, "rb") as source:
+            try:
+                zstandard.ZstdDecompressor().copy_stream(source, sink, read_size=STREAM_CHUNK, write_size=STREAM_CHUNK)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"{archive.name} is corrupted: {exc}") from exc
+
+    return [], decompress
+
+
 def restore(archive: Path, database: str, jobs: int, client: Client, no_owner: bool = False) -> None:
     """pg_restore --jobs N --exit-on-error into `database`, which holds nothing of the archive yet
-    (no --clean: a restore never drops objects). Owners and grants are kept unless `no_owner`."""
-    if jobs > 1:
+    (no --clean: a restore never drops objects). Owners and grants are kept unless `no_owner`.
+    A streamed archive is read once, in order, by one pg_restore connection."""
+    if streamed(archive):
+        jobs = 1
+    elif jobs > 1:
         seekable(archive)
+    source, feed = archive_input(archive)
     env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": restore_options()}
     argv = [client.program("pg_restore"), f"--jobs={jobs}", "--no-password", "--exit-on-error",
-            *(["--no-owner"] if no_owner else []), f"--dbname={database}", str(archive)]
+            *(["--no-owner"] if no_owner else []), f"--dbname={database}", *source]
     started = time.monotonic()
-    result = proc.run(argv, env=env, timeout=proc.command_timeout(), error=TargetError)
+    result = proc.run(argv, env=env, timeout=proc.command_timeout(), error=TargetError, feed=feed)
     log.info("pg_restore finished", database=database, jobs=jobs, options=env["PGOPTIONS"], pg_restore=argv[0],
              client_major=client.major, no_owner=no_owner, seconds=round(time.monotonic() - started, 2),
              exit_status=result.returncode)
@@ -492,13 +532,15 @@ class TableData:
 
 def archive_table_data(archive: Path, client: Client) -> dict[str, TableData]:
     """Row count and an MD5 of the first rows of each table, read from the archive's COPY data."""
-    argv = [client.program("pg_restore"), "--data-only", "--file=-", str(archive)]
+    source, feed = archive_input(archive)
+    argv = [client.program("pg_restore"), "--data-only", "--file=-", *source]
     tables: dict[str, TableData] = {}
     current: CopyTable | None = None
     rows = sampled = 0
     sample = hashlib.md5(usedforsecurity=False)
     pending = b""
-    for chunk in proc.stream_stdout(argv, CLIENT_ENV, lambda msg: TargetError(f"reading the archive failed: {msg}")):
+    for chunk in proc.stream_stdout(argv, CLIENT_ENV, lambda msg: TargetError(f"reading the archive failed: {msg}"),
+                                    feed=feed):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:

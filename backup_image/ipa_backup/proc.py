@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ipa_backup.errors import BackupError
 
@@ -23,7 +23,7 @@ GRACE_SECONDS = 5.0  # after SIGTERM: pg_dump and pg_restore cancel their querie
 DEFAULT_COMMAND_TIMEOUT = 6 * 3600.0
 
 _children: dict[subprocess.Popen[bytes], str] = {}  # live child -> program name
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the signal handler may run while the main thread holds it
 _command_timeout = DEFAULT_COMMAND_TIMEOUT
 
 
@@ -53,9 +53,11 @@ def _timeout_message(name: str, timeout: float) -> str:
 
 
 def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """subprocess.Popen, registered so that a signal ends it; `forget` it once it is reaped."""
+    """subprocess.Popen, registered so that a signal ends it (reaped children drop out on their own)."""
     child: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **kwargs)
     with _lock:
+        for reaped in [c for c in _children if c.returncode is not None]:
+            del _children[reaped]
         _children[child] = os.path.basename(argv[0])
     return child
 
@@ -97,7 +99,11 @@ def _descendants(root: int) -> dict[int, str]:
     """pid -> command name of every running process below `root`, from /proc."""
     parent: dict[int, int] = {}
     name: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return {}  # no /proc: the registry alone
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
@@ -130,17 +136,51 @@ def end_children(grace: float = GRACE_SECONDS) -> list[str]:
     return [f"{n}[{pid}]" for pid, n in sorted(found.items())]
 
 
+def _feeding(feed: Callable[[BinaryIO], None]) -> tuple[int, threading.Thread, list[BaseException]]:
+    """A pipe whose read end becomes a child's stdin, and a thread that runs `feed` on its write end.
+    A child that stops reading early ends the feed quietly: its exit status tells what happened."""
+    read_end, write_end = os.pipe()
+    failures: list[BaseException] = []
+
+    def pump() -> None:
+        with open(write_end, "wb", buffering=0) as sink:
+            try:
+                feed(sink)
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                failures.append(exc)
+
+    return read_end, threading.Thread(target=pump, daemon=True), failures
+
+
 def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0,
-        stdin: bytes | None = None, error: type[BackupError] = BackupError) -> subprocess.CompletedProcess[bytes]:
-    """Run to completion with captured output; past `timeout` the child is stopped and `error` raised."""
+        stdin: bytes | None = None, error: type[BackupError] = BackupError,
+        feed: Callable[[BinaryIO], None] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run to completion with captured output; past `timeout` the child is stopped and `error` raised.
+    `feed`, when given, writes the child's stdin from a thread (a stream too large for memory)."""
     name = os.path.basename(argv[0])
+    pump: threading.Thread | None = None
+    failures: list[BaseException] = []
+    child_stdin: int = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
+    if feed is not None:
+        child_stdin, pump, failures = _feeding(feed)
     try:
-        child = popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        child = popen(argv, stdin=child_stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      env={**os.environ, **(env or {})})
     except FileNotFoundError as exc:
         raise error(f"{argv[0]} is not installed") from exc
+    finally:
+        if pump is not None:
+            os.close(child_stdin)  # the child holds its own copy
+    if pump is not None:
+        pump.start()
     try:
         out, err = child.communicate(stdin, timeout=timeout)
+        if pump is not None:
+            pump.join()
+            if failures:
+                raise failures[0]
     except subprocess.TimeoutExpired as exc:
         stop([child.pid])
         child.communicate()
@@ -160,6 +200,7 @@ def stream_stdout(
     fail: Callable[[str], BackupError],
     chunk_size: int = 1 << 20,
     timeout: float | None = None,
+    feed: Callable[[BinaryIO], None] | None = None,
 ) -> Iterator[bytes]:
     """Yield a child's stdout; at EOF raise `fail(message)` unless it exited 0.
 
@@ -169,11 +210,21 @@ def stream_stdout(
     """
     name = os.path.basename(argv[0])
     limit = _command_timeout if timeout is None else timeout
+    pump: threading.Thread | None = None
+    failures: list[BaseException] = []
+    child_stdin: int = subprocess.DEVNULL
+    if feed is not None:
+        child_stdin, pump, failures = _feeding(feed)
     try:
-        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=child_stdin,
                       env={**os.environ, **env})
     except FileNotFoundError as exc:
         raise fail(f"{argv[0]} is not installed") from exc
+    finally:
+        if pump is not None:
+            os.close(child_stdin)
+    if pump is not None:
+        pump.start()
     assert child.stdout is not None and child.stderr is not None
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(child.stderr.read() if child.stderr else b""), daemon=True)
@@ -181,8 +232,9 @@ def stream_stdout(
     timed_out = threading.Event()
 
     def expire() -> None:
-        timed_out.set()
-        stop([child.pid])
+        if _running(child.pid):
+            timed_out.set()
+            stop([child.pid])
 
     timer = threading.Timer(limit, expire)
     timer.daemon = True
@@ -196,8 +248,12 @@ def stream_stdout(
             yield data
         code = child.wait()
         reader.join(timeout=30)
+        if pump is not None:
+            pump.join()
+            if failures:
+                raise failures[0]
         finished = True
-        if timed_out.is_set():
+        if code != 0 and timed_out.is_set():
             raise fail(_timeout_message(name, limit))
         if code != 0:
             stderr = b"".join(errors).decode(errors="replace").strip()

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ipa_backup import log, pg, redis_ops
+from ipa_backup import log, pg, pgrestore, proc, redis_ops
 from ipa_backup.config import RedisTarget, Settings
 from ipa_backup.errors import ConfigError, TargetError
-from ipa_backup.sets import fetch_verified
+from ipa_backup.sets import fetch_verified, read_manifest
 from ipa_backup.storage import BlobStore
 
 
@@ -24,23 +24,24 @@ def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ipa-backup-", dir=os.environ.get("BACKUP_WORK_DIR") or None))
 
 
-def check_targets(database: str | None, redis_target: RedisTarget | None, force: bool) -> None:
-    """Refuse non-empty targets unless forced; reads only."""
-    if database and pg.database_exists(database):
-        objects = pg.user_object_count(database)
-        if objects and not force:
-            raise TargetError(f"PostgreSQL target database {database!r} is not empty ({objects} objects); "
-                              "restore refuses to overwrite it without --force")
+def check_targets(database: str | None, redis_target: RedisTarget | None, force: bool,
+                  manifest: dict[str, Any] | None = None, set_id: str = "") -> pgrestore.Target | None:
+    """Refuse targets the image's clients can't serve, and non-empty ones unless forced; reads only."""
+    pg_plan = pgrestore.check_target(database, force, manifest or {}, set_id) if database else None
     if redis_target is not None:
-        redis_ops.check(redis_target, error=TargetError)
-        keys = int(redis_ops.client(redis_target).dbsize())
-        if keys and not force:
-            raise TargetError(f"Redis target {redis_target.redacted()} is not empty ({keys} keys); "
-                              "restore refuses to overwrite it without --force")
+        # Which of its databases must be empty depends on the set: its manifest names them (a set from
+        # before it did is checked after the download, still before anything is written).
+        redis_dbs = redis_ops.manifest_dbs(redis_ops.manifest_layout(manifest or {}))
+        if redis_dbs is None:
+            redis_ops.check_target(redis_target)
+        else:
+            redis_ops.plan_target(redis_target, redis_dbs, force)
+    return pg_plan
 
 
 def restore_set(settings: Settings, set_id: str | None, force: bool, database: str | None,
-                redis_url: str | None, only: str | None) -> dict[str, Any]:
+                redis_url: str | None, only: str | None, no_owner: bool = False, with_globals: bool = False,
+                keep_old: bool = False) -> dict[str, Any]:
     database = database or settings.pg_database
     redis_url = redis_url or settings.redis_url
     if only != "redis" and not database:
@@ -54,36 +55,47 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
     started_all = time.monotonic()
     store = BlobStore(settings)
     info = store.find_set(set_id)
-    check_targets(pg_target, redis_target, force)
+    # The manifest, checked against the set's folder, names the set's pg_dump major: a bad set or an
+    # unsupported pairing is refused before any download.
+    manifest = read_manifest(store, info)
+    pg_plan = check_targets(pg_target, redis_target, force, manifest, info.set_id)
+    summary: dict[str, Any] = {}
     durations: dict[str, float] = {"find_and_check": time.monotonic() - started_all}
     work = workdir()
     try:
         started = time.monotonic()
-        manifest, paths = fetch_verified(store, info, work)  # every checksum before any target is touched
+        streamed = frozenset({"postgres.dump.zst"}) if pg_plan and pgrestore.streams(manifest, settings.restore_jobs) \
+            else frozenset()
+        # Every checksum before any target is touched.
+        manifest, paths = fetch_verified(store, info, work, manifest=manifest, keep_compressed=streamed)
         durations["download_verify"] = time.monotonic() - started
-        if pg_target:
+        if pg_plan is not None:
             started = time.monotonic()
-            if not pg.database_exists(pg_target):
-                pg.create_database(pg_target)
-            pg.restore(paths["postgres.dump.zst"], pg_target, settings.restore_jobs)
+            options = pgrestore.Options(settings.restore_jobs, no_owner, with_globals, keep_old)
+            archive = paths["postgres.dump.zst"]
+            toc = pgrestore.read_archive(pg_plan, archive)
+            globals_path = paths.get("postgres-globals.sql.zst")
+            globals_sql = globals_path.read_text(encoding="utf-8") if with_globals and globals_path else None
+            globals_plan = pgrestore.check_roles(pg_plan, toc, options, globals_sql)  # before anything is touched
+            summary["postgres"] = pgrestore.restore(pg_plan, toc, archive, globals_plan, options)
             durations["postgres"] = time.monotonic() - started
             log.info("postgres restored", set_id=info.set_id, database=pg_target, seconds=round(durations["postgres"], 2))
         if redis_target is not None:
             started = time.monotonic()
-            with redis_ops.loaded_rdb(paths["redis.rdb.zst"]) as loaded:
-                redis_ops.copy_keys(loaded, redis_target, force)
+            redis_ops.restore_rdb(paths["redis.rdb.zst"], redis_target, redis_ops.manifest_layout(manifest), force,
+                                  keep_old, settings.redis_batch_bytes)
             durations["redis"] = time.monotonic() - started
-            log.info("redis restored", set_id=info.set_id, target=redis_target.redacted(),
+            log.info("redis restored", set_id=info.set_id, target=f"{redis_target.host}:{redis_target.port}",
                      seconds=round(durations["redis"], 2))
         phases = {k: round(v, 2) for k, v in durations.items()}
         log.info("restore phases", set_id=info.set_id, seconds=phases)  # where the time went
-        return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": phases}
+        return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": phases, **summary}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
-def scratch_redis() -> Iterator[RedisTarget]:
+def scratch_redis(databases: int = 16) -> Iterator[RedisTarget]:
     """A private redis-server on a free loopback port with a random password: the drill's scratch instance."""
     import secrets
     import socket
@@ -97,11 +109,11 @@ def scratch_redis() -> Iterator[RedisTarget]:
     password = secrets.token_hex(16)
     work = Path(tempfile.mkdtemp(prefix="ipa-backup-scratch-redis-"))
     conf = work / "redis.conf"
-    conf.write_text(f'bind 127.0.0.1\nport {port}\ndir {work}\nsave ""\nappendonly no\ndatabases 16\n'
+    conf.write_text(f'bind 127.0.0.1\nport {port}\ndir {work}\nsave ""\nappendonly no\ndatabases {databases}\n'
                     f"requirepass {password}\n")
     conf.chmod(0o600)
-    server = subprocess.Popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = proc.popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
     target = RedisTarget("127.0.0.1", port, 0, None, password, False)
     try:
         deadline = time.monotonic() + 30
@@ -130,48 +142,40 @@ def drill(settings: Settings) -> dict[str, Any]:
     pg.restore_options()
     store = BlobStore(settings)
     info = store.find_set(None)
+    manifest = read_manifest(store, info)  # checked against the set's folder
+    pg_plan = pgrestore.check_server(scratch_db, manifest, info.set_id)  # before any download
     checks: list[dict[str, Any]] = []
     durations: dict[str, float] = {}
     work = workdir()
     started_all = time.monotonic()
     try:
-        manifest, paths = fetch_verified(store, info, work)
+        manifest, paths = fetch_verified(store, info, work, manifest=manifest)
         durations["download"] = time.monotonic() - started_all
         checks.append({"name": "checksums", "passed": True, "detail": f"{len(paths)} files match the manifest"})
         # PostgreSQL into a scratch database the drill owns.
         started = time.monotonic()
-        pg.drop_database(scratch_db)
-        pg.create_database(scratch_db)
         archive = paths["postgres.dump.zst"]
-        pg.restore(archive, scratch_db, settings.restore_jobs)
+        pgrestore.drill_restore(pg_plan, pgrestore.read_archive(pg_plan, archive), archive, settings.restore_jobs)
         durations["postgres"] = time.monotonic() - started
-        expected = pg.archive_table_data(archive)
-        bad_counts, bad_samples = [], []
-        for table, (rows, sample) in sorted(expected.items()):
-            got_rows, got_sample = pg.restored_table_data(scratch_db, table)
-            if got_rows != rows:
-                bad_counts.append(f"{table}: {got_rows} rows, archive has {rows}")
-            if got_sample != sample:
-                bad_samples.append(table)
-        checks.append({"name": "postgres row counts", "passed": not bad_counts,
-                       "detail": "; ".join(bad_counts) or f"{len(expected)} tables match the archive"})
-        checks.append({"name": "postgres checksum sample", "passed": not bad_samples,
-                       "detail": ", ".join(bad_samples) or f"first {pg.SAMPLE_ROWS} rows of {len(expected)} tables match"})
-        # Redis into a scratch instance (or DRILL_REDIS_URL's server).
+        compared = pg.compare_with_archive(archive, scratch_db, pg_plan.client)
+        checks.append({"name": "postgres row counts", "passed": not compared.bad_counts,
+                       "detail": "; ".join(compared.bad_counts) or f"{compared.tables} tables match the archive"})
+        checks.append({"name": "postgres checksum sample", "passed": not compared.bad_samples,
+                       "detail": ", ".join(compared.bad_samples)
+                       or f"first {pg.SAMPLE_ROWS} rows of {compared.tables} tables match"})
+        # Redis into a scratch instance, or into DRILL_REDIS_URL's server, whose databases of the set must be empty.
         started = time.monotonic()
         drill_url = os.environ.get("DRILL_REDIS_URL")
-        with _redis_scratch(drill_url) as target, redis_ops.loaded_rdb(paths["redis.rdb.zst"]) as loaded:
-            source_counts = redis_ops.keyspace(loaded)
-            copied = redis_ops.copy_keys(loaded, target, force=True)
+        databases = redis_ops.helper_databases(redis_ops.manifest_layout(manifest))
+        with redis_ops.loaded_rdb(paths["redis.rdb.zst"], databases) as loaded, \
+                _redis_scratch(drill_url, redis_ops.database_count(loaded)) as target:
+            copied = redis_ops.restore_loaded(loaded, target, False, False, settings.redis_batch_bytes)
             durations["redis"] = time.monotonic() - started
-            mapping = redis_ops.db_map(sorted(source_counts), target)
-            got = {dst: int(redis_ops.client(target, dst).dbsize()) for dst in mapping.values()}
-            want = {mapping[src]: n for src, n in source_counts.items()}
-            ok = got == want and copied == want
-            checks.append({"name": "redis key counts", "passed": ok,
-                           "detail": f"restored {got}, backup has {want}"})
-            if drill_url:
-                redis_ops.client(target, target.db).flushdb()
+            try:
+                checks.extend(redis_ops.drill_checks(loaded, target, sorted(copied)))
+            finally:
+                if drill_url:
+                    redis_ops.discard(target, sorted(copied), "drill's copy removed from DRILL_REDIS_URL")
         passed = all(c["passed"] for c in checks)
         if os.environ.get("DRILL_KEEP") != "1":
             pg.drop_database(scratch_db)
@@ -183,9 +187,9 @@ def drill(settings: Settings) -> dict[str, Any]:
 
 
 @contextmanager
-def _redis_scratch(url: str | None) -> Iterator[RedisTarget]:
+def _redis_scratch(url: str | None, databases: int) -> Iterator[RedisTarget]:
     if url:
         yield RedisTarget.parse(url)
     else:
-        with scratch_redis() as target:
+        with scratch_redis(databases) as target:
             yield target

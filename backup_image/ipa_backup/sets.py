@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import secrets
 import shutil
 import time
@@ -10,14 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
 from ipa_backup import __version__, log, pg, redis_ops
 from ipa_backup.config import Settings
 from ipa_backup.errors import ConfigError, IntegrityError
-from ipa_backup.storage import BlobStore, SetInfo, verify_file
+from ipa_backup.storage import MANIFEST, BlobStore, SetInfo, verify_file
 
 FORMAT = 1
 DECOMPRESS_WRITE_SIZE = 4 << 20
@@ -66,6 +67,7 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     store = BlobStore(settings)
     # Every check before the first byte is written, so a bad source leaves nothing behind.
     source = pg.check_source()
+    table_share = pg.largest_table_share()
     redis_version = redis_ops.check(target)
     store.ensure_container()
     now = datetime.now(UTC)
@@ -95,6 +97,7 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     results["postgres"] = (captured, time.monotonic() - started, sum(f["size"] for f in files))
 
     started, captured_redis = time.monotonic(), time.time()
+    layout = redis_ops.source_layout(target)  # which databases, and how many the server has: restores keep the numbers
     entry = upload("redis.rdb.zst", "redis", redis_ops.dump_rdb(target))
     results["redis"] = (captured_redis, time.monotonic() - started, entry["size"])
 
@@ -107,8 +110,9 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         "targets": {
             "postgres": {"captured_at_epoch": captured, "database": settings.pg_database,
                          "server_version": source.server_version, "client_major": source.client_major,
-                         "duration_seconds": round(results["postgres"][1], 3)},
+                         "largest_table_share": table_share, "duration_seconds": round(results["postgres"][1], 3)},
             "redis": {"captured_at_epoch": captured_redis, "server_version": redis_version,
+                      "keyspace": layout["keyspace"], "databases": layout["databases"],
                       "duration_seconds": round(results["redis"][1], 3)},
         },
         "files": files,
@@ -124,10 +128,12 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
 SPACE_MARGIN = 1.05  # file system overhead and the work files pg_restore and redis-server add
 
 
-def check_space(workdir: Path, entries: list[dict[str, Any]], set_id: str) -> None:
-    """Refuse before the first download when the work dir can't hold the set uncompressed: a
+def check_space(workdir: Path, entries: list[dict[str, Any]], set_id: str,
+                keep_compressed: frozenset[str] = frozenset()) -> None:
+    """Refuse before the first download when the work dir can't hold the set as it will be staged: a
     production-sized restore then fails in a second, not after downloading for an hour."""
-    needed = int(sum(int(e.get("raw_size") or e["size"]) for e in entries) * SPACE_MARGIN)
+    needed = int(sum(int(e["size"] if e["name"] in keep_compressed else e.get("raw_size") or e["size"])
+                     for e in entries) * SPACE_MARGIN)
     free = shutil.disk_usage(workdir).free
     if needed > free:
         raise ConfigError(f"BACKUP_WORK_DIR {workdir.parent} has {free / 1e6:.0f} MB free, but set {set_id} needs "
@@ -145,25 +151,99 @@ def _disk_errors(path: Path) -> Iterator[None]:
                           "(BACKUP_WORK_DIR)") from exc
 
 
-def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decompress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Download every file of a complete set, checking size and SHA-256 of each against the manifest.
+REQUIRED_FILES = ("postgres.dump.zst", "redis.rdb.zst")  # postgres-globals.sql.zst is optional
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
-    With `decompress` the files land uncompressed in `workdir` (pg_restore --jobs needs a seekable file).
-    """
-    started = time.monotonic()
-    manifest = store.read_manifest(info)
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return "a file entry without a name"
+    name = entry["name"]
+    if "/" in name or name.startswith(".") or name == MANIFEST or not name:
+        return f"an unsafe file name {name!r}"
+    if not isinstance(entry.get("size"), int) or entry["size"] < 0:
+        return f"no valid size for {name}"
+    if not isinstance(entry.get("sha256"), str) or not SHA256_RE.match(entry["sha256"]):
+        return f"no valid sha256 for {name}"
+    if not isinstance(entry.get("raw_size", 0), int):
+        return f"no valid raw_size for {name}"
+    return None
+
+
+def check_manifest(info: SetInfo, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest is the contract: it names this set and tier, lists the required files, and lists
+    exactly the files in the set's folder, with their stored sizes. Uses only the listing and the
+    manifest, so a bad set is refused before any download. Returns the file entries."""
+    where = f"manifest of set {info.tier}/{info.set_id}"
+    if manifest.get("set_id") != info.set_id:
+        raise IntegrityError(f"{where} belongs to set {manifest.get('set_id')!r}: a set copied or moved into "
+                             "another set's folder is refused")
+    if manifest.get("tier") != info.tier:
+        raise IntegrityError(f"{where} says tier {manifest.get('tier')!r}, but the set is stored under {info.tier}/")
     entries = manifest.get("files")
     if not isinstance(entries, list) or not entries:
-        raise IntegrityError(f"manifest of {info.set_id} lists no files")
+        raise IntegrityError(f"{where} lists no files")
+    for entry in entries:
+        problem = _entry_problem(entry)
+        if problem:
+            raise IntegrityError(f"{where} has {problem}")
+    names = [str(e["name"]) for e in entries]
+    if len(set(names)) != len(names):
+        raise IntegrityError(f"{where} lists a file twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    missing = [n for n in REQUIRED_FILES if n not in names]
+    if missing:
+        raise IntegrityError(f"{where} lacks the required {', '.join(missing)}")
+    stored = set(info.files) - {MANIFEST}
+    absent = sorted(set(names) - stored)
+    if absent:
+        raise IntegrityError(f"{where} lists {', '.join(absent)}, missing from the set's folder")
+    unlisted = sorted(stored - set(names))
+    if unlisted:
+        raise IntegrityError(f"the folder of set {info.tier}/{info.set_id} holds {', '.join(unlisted)}, "
+                             "which its manifest does not list")
+    for entry in entries:
+        if info.files[entry["name"]] != entry["size"]:
+            raise IntegrityError(f"size mismatch in set {info.set_id}: {entry['name']} has {info.files[entry['name']]} "
+                                 f"bytes in storage, the manifest says {entry['size']} bytes (truncated or replaced blob)")
+    return entries
+
+
+def read_manifest(store: BlobStore, info: SetInfo) -> dict[str, Any]:
+    """The set's manifest, checked against the set's folder (`check_manifest`)."""
+    manifest = store.read_manifest(info)
+    check_manifest(info, manifest)
+    return manifest
+
+
+def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decompress: bool = True,
+                   manifest: dict[str, Any] | None = None,
+                   keep_compressed: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Download every file of a complete set, checking size and SHA-256 of each against the manifest.
+
+    The manifest (read here unless given, from `read_manifest`) is checked against the folder first.
+    With `decompress` the files land uncompressed in `workdir` (pg_restore --jobs needs a seekable file),
+    except those named in `keep_compressed`: they stay as stored, to be streamed later.
+    """
+    started = time.monotonic()
+    if manifest is None:
+        manifest = store.read_manifest(info)
+    entries = check_manifest(info, manifest)
     if decompress and workdir is not None:
-        check_space(workdir, entries, info.set_id)
+        check_space(workdir, entries, info.set_id, keep_compressed)
     paths: dict[str, Path] = {}
     for entry in entries:
         name = str(entry["name"])
-        if "/" in name or name.startswith("."):
-            raise IntegrityError(f"manifest of {info.set_id} has an unsafe file name {name!r}")
         if not decompress or workdir is None:
             verify_file(store, info, entry, lambda data: None)
+            continue
+        if name in keep_compressed:
+            path = workdir / name
+            with _disk_errors(path), open(path, "wb") as raw:
+
+                def keep(data: bytes, raw: BinaryIO = raw) -> None:
+                    raw.write(data)
+                verify_file(store, info, entry, keep)
+            paths[name] = path
             continue
         path = workdir / name.removesuffix(".zst")
         with _disk_errors(path), open(path, "wb") as handle:

@@ -223,7 +223,7 @@ class BlobStore:
     def list_sets(self) -> list[SetInfo]:
         """All sets, complete or not, newest first. Only folders named like the set ids the tool writes
         count: anything else in a tier is ignored (with one warning), so it can never become the newest set."""
-        sets: dict[str, SetInfo] = {}
+        sets: dict[str, SetInfo] = {}  # by prefix: the same id in two tiers is two folders
         foreign: set[str] = set()
         try:
             for tier in TIERS:
@@ -232,7 +232,7 @@ class BlobStore:
                     if len(parts) != 3 or not SET_ID_RE.match(parts[1]):
                         foreign.add(f"{tier}/{parts[1]}" if len(parts) == 3 else blob.name)
                         continue
-                    info = sets.setdefault(parts[1], SetInfo(parts[1], tier))
+                    info = sets.setdefault(f"{tier}/{parts[1]}", SetInfo(parts[1], tier))
                     info.files[parts[2]] = int(blob.size or 0)
         except ResourceNotFoundError as exc:
             raise StorageError(f"container {self.settings.container!r} does not exist") from exc
@@ -252,14 +252,17 @@ class BlobStore:
                 if info.complete:
                     return info
             raise IntegrityError(f"no complete backup set in container {self.settings.container!r}")
-        wanted = set_id.strip("/").split("/")[-1]
-        for info in sets:
-            if info.set_id == wanted:
-                if not info.complete:
-                    raise IntegrityError(
-                        f"backup set {info.set_id} is incomplete: it has no {MANIFEST} (the run that wrote it failed)"
-                    )
-                return info
+        *tier, wanted = set_id.strip("/").split("/")
+        found = [s for s in sets if s.set_id == wanted and (not tier or s.tier == tier[-1])]
+        if len(found) > 1:
+            raise IntegrityError(f"backup set {wanted} is stored in several tiers "
+                                 f"({', '.join(s.tier for s in found)}): name one as <tier>/{wanted}")
+        for info in found:
+            if not info.complete:
+                raise IntegrityError(
+                    f"backup set {info.set_id} is incomplete: it has no {MANIFEST} (the run that wrote it failed)"
+                )
+            return info
         hint = "" if SET_ID_RE.match(wanted) else " (set ids look like YYYYmmddTHHMMSSfffZ-xxxxxx)"
         raise IntegrityError(f"backup set {wanted!r} does not exist in container {self.settings.container!r}{hint}")
 

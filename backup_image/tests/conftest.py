@@ -146,6 +146,13 @@ class World:
                            db=self.redis_db if db is None else db)
 
 
+def other_redis(server: RedisServer, db: int):  # type: ignore[no-untyped-def]
+    """A client of `db` on another Redis server: where a set's database lands when restored there."""
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=server.port, password=REDIS_PASSWORD, db=db)
+
+
 @contextmanager
 def make_world(pg: PostgresServer, redis_server: RedisServer, blob: AzuriteServer) -> Iterator[World]:
     """A fresh source database and Redis db loaded with the realistic test data, and an empty container."""

@@ -12,9 +12,13 @@ from pathlib import Path
 import backup_testdata as data
 import pytest
 from azure.storage.blob import BlobServiceClient
-from conftest import World
+from conftest import World, make_world, other_redis
 
+from devservices.azurite import AzuriteServer
+from devservices.image import image_path, image_workdir
+from devservices.postgres import PostgresServer
 from devservices.process import free_port
+from devservices.redis import RedisServer
 
 
 def error_of(stderr: str) -> dict[str, object]:
@@ -153,7 +157,8 @@ def _container(world: World):  # type: ignore[no-untyped-def]
     return BlobServiceClient.from_connection_string(world.blob.connection_string).get_container_client(world.container)
 
 
-def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, good: tuple[str, str, int]) -> None:
+def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, good: tuple[str, str, int],
+                                                                redis8: RedisServer) -> None:
     out = world.backup_ok()
     blob = _container(world).get_blob_client(f"{out['tier']}/{out['set_id']}/redis.rdb.zst")
     body = bytearray(blob.download_blob().readall())
@@ -164,19 +169,22 @@ def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, go
     assert verify.returncode == 5
     assert f"checksum mismatch in set {out['set_id']}: redis.rdb.zst" in str(error_of(verify.stderr)["msg"])
     scratch_db = f"{world.database}_target"
-    target_redis = world.redis.url_for(0)
-    world.rcli(0).flushdb()
+    # Another server: the set's Redis database keeps its number, and it must be empty there.
+    target_redis = redis8.url_for(0)
+    target = other_redis(redis8, world.redis_db)
+    target.flushdb()
     restore = world.run("restore", out["set_id"], "--pg-database", scratch_db, "--redis-url", target_redis)
     assert restore.returncode == 5
     assert "checksum mismatch" in str(error_of(restore.stderr)["msg"]) or "corrupted" in str(error_of(restore.stderr)["msg"])
     # Postgres comes first in the set and verified fine, yet no target was touched.
     assert world.pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{scratch_db}'").strip() == "0"
-    assert world.rcli(0).dbsize() == 0
+    assert target.dbsize() == 0
     # The older good set still restores.
     ok = world.run("restore", good[0], "--pg-database", scratch_db, "--redis-url", target_redis)
     assert ok.returncode == 0, ok.stderr
     assert world.pg.psql(data.PG_FINGERPRINT, scratch_db) == good[1]
-    world.rcli(0).flushdb()
+    assert target.dbsize() == good[2]
+    target.flushdb()
 
 
 def test_a_work_dir_too_small_for_the_set_is_refused_before_the_download(world: World, good: tuple[str, str, int]) -> None:
@@ -256,16 +264,14 @@ def test_redis_authentication_failure(world: World, good: tuple[str, str, int]) 
     assert len(world.sets()) == 1
 
 
-def test_pg_dump_older_than_server(world: World, good: tuple[str, str, int], tmp_path: Path) -> None:
-    real = world.pg.bin_dir
-    for tool in ("psql", "pg_dumpall", "pg_restore"):
-        (tmp_path / tool).symlink_to(real / tool)
-    shim = tmp_path / "pg_dump"
-    # Stands in for an older client binary: only its version answer differs.
-    shim.write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "pg_dump (PostgreSQL) 14.12"; exit 0; }}\nexec {real}/pg_dump "$@"\n')
-    shim.chmod(0o755)
-    result = world.run("backup", env={"PG_BIN_DIR": str(tmp_path)})
-    assert result.returncode == 3
-    assert f"pg_dump 14 is older than the PostgreSQL {world.pg.major} server" in str(error_of(result.stderr)["msg"])
-    assert_nothing_lost(world, *good)
-    assert len(world.sets()) == 1
+def test_pg_dump_older_than_server(pg17: PostgresServer, redis_srv: RedisServer, blob: AzuriteServer) -> None:
+    """An image whose newest pg_dump is older than the server refuses the backup before writing anything."""
+    clients = image_workdir("clients-")
+    (clients / "15").symlink_to("/usr/lib/postgresql/15")  # the image's 15 client only
+    with make_world(pg17, redis_srv, blob) as world:
+        result = world.run("backup", env={"PG_CLIENTS_ROOT": image_path(clients)})
+        assert result.returncode == 3, result.stderr
+        msg = str(error_of(result.stderr)["msg"])
+        assert "PostgreSQL 17" in msg and "15" in msg, msg
+        listing = world.run("list")  # refused before the container was even created
+        assert listing.returncode == 4 and "does not exist" in listing.stderr

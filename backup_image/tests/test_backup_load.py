@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from conftest import REDIS_PASSWORD, World
+from conftest import REDIS_PASSWORD, World, other_redis
+
+from devservices.redis import RedisServer
 
 LEDGER = """
 CREATE TABLE ledger_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
@@ -75,7 +77,7 @@ def write_load(world: World, max_seconds: float = 240.0) -> Iterator[dict[str, i
         assert psql.wait(timeout=60) == 0, psql.stderr.read() if psql.stderr else ""
 
 
-def assert_consistent(world: World, database: str, redis_db: int) -> tuple[int, int]:
+def assert_consistent(world: World, database: str, r: redis.Redis) -> tuple[int, int]:
     """Invariants of the write load hold in a restored copy; returns (pg transfers, redis pairs)."""
     total, counter, logged, max_n = world.pg.psql(
         "SELECT (SELECT sum(balance) FROM ledger_accounts), (SELECT n FROM ledger_counter),"
@@ -83,13 +85,12 @@ def assert_consistent(world: World, database: str, redis_db: int) -> tuple[int, 
     ).strip().split("|")
     assert int(total) == 50 * 1000
     assert int(counter) == int(logged) == int(max_n)
-    r = world.rcli(redis_db)
     counter_r = int(r.get("load:counter") or 0)
     assert r.llen("load:log") == counter_r
     return int(counter), counter_r
 
 
-def test_concurrent_writes_give_a_consistent_set(world: World) -> None:
+def test_concurrent_writes_give_a_consistent_set(world: World, redis8: RedisServer) -> None:
     world.pg.psql(LEDGER, world.database)
     with write_load(world) as done:
         time.sleep(0.5)
@@ -97,16 +98,17 @@ def test_concurrent_writes_give_a_consistent_set(world: World) -> None:
         time.sleep(0.5)
     assert done["pg"] > 50 and done["redis"] > 50
     target_db = f"{world.database}_consistent"
-    world.rcli(0).flushdb()
-    result = world.run("restore", out["set_id"], "--pg-database", target_db, "--redis-url", world.redis.url_for(0))
+    target = other_redis(redis8, world.redis_db)  # the set's db keeps its number on the other server
+    target.flushdb()
+    result = world.run("restore", out["set_id"], "--pg-database", target_db, "--redis-url", redis8.url_for(0))
     assert result.returncode == 0, result.stderr
-    pg_n, redis_n = assert_consistent(world, target_db, 0)
+    pg_n, redis_n = assert_consistent(world, target_db, target)
     # The set caught the load in the middle: some writes, but not all of them.
     assert 0 < pg_n < done["pg"] and 0 < redis_n < done["redis"]
-    world.rcli(0).flushdb()
+    target.flushdb()
 
 
-def test_fifty_backups_under_write_load_without_a_failure(world: World) -> None:
+def test_fifty_backups_under_write_load_without_a_failure(world: World, redis8: RedisServer) -> None:
     world.pg.psql(LEDGER, world.database)
     failures = []
     started = time.monotonic()
@@ -121,9 +123,10 @@ def test_fifty_backups_under_write_load_without_a_failure(world: World) -> None:
     assert len(sets) == 50 and all(s["complete"] for s in sets)
     print(f"50 backups under load in {elapsed:.1f}s")
     # The newest of them restores consistently.
-    world.rcli(0).flushdb()
-    result = world.run("restore", "--pg-database", f"{world.database}_newest", "--redis-url", world.redis.url_for(0))
+    target = other_redis(redis8, world.redis_db)
+    target.flushdb()
+    result = world.run("restore", "--pg-database", f"{world.database}_newest", "--redis-url", redis8.url_for(0))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["set_id"] == sets[0]["set_id"]
-    assert assert_consistent(world, f"{world.database}_newest", 0)[0] > 0
-    world.rcli(0).flushdb()
+    assert assert_consistent(world, f"{world.database}_newest", target)[0] > 0
+    target.flushdb()

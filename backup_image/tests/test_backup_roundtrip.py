@@ -86,7 +86,8 @@ def test_drill_restores_into_scratch_targets_and_compares(world: World) -> None:
     report = json.loads(result.stdout)
     assert report["passed"] is True
     names = {c["name"]: c for c in report["checks"]}
-    assert set(names) == {"checksums", "postgres row counts", "postgres checksum sample", "redis key counts"}
+    assert set(names) == {"checksums", "postgres row counts", "postgres checksum sample", "redis key counts",
+                          "redis content sample"}
     assert "4 tables match" in names["postgres row counts"]["detail"]
     assert report["durations"]["postgres"] > 0 and report["durations"]["redis"] > 0
     # The drill's scratch database is gone and the source Redis untouched.
@@ -136,3 +137,22 @@ def test_redis_password_from_rediscli_auth_as_the_cronjob_sets_it(world: World) 
     restore = world.run("restore", "--only", "redis", env=env)
     assert restore.returncode == 0, restore.stderr
     assert data.redis_fingerprint(world.rcli()) == before
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_set_dominated_by_one_table_is_streamed_into_pg_restore(world: World, jobs: str) -> None:
+    """One big table: the archive is kept compressed and decompressed straight into one pg_restore.
+    RESTORE_JOBS=1 streams whatever the set, since nothing could load in parallel anyway."""
+    world.pg.psql("CREATE TABLE public.big AS SELECT i, md5(i::text) AS v FROM generate_series(1, 300000) i", world.database)
+    before = world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big",
+                           world.database)
+    out = world.backup_ok()
+    world.pg.drop_database(world.database)
+    result = world.run("restore", "--only", "postgres", env={"RESTORE_JOBS": jobs})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["set_id"] == out["set_id"]
+    assert world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big",
+                         world.database) == before
+    restored = [json.loads(line) for line in result.stderr.splitlines() if '"pg_restore finished"' in line]
+    assert restored and restored[-1]["jobs"] == 1  # streamed: one connection, in archive order
+    assert '"archive data offsets set"' not in result.stderr  # nothing staged to patch

@@ -8,7 +8,6 @@ import pytest
 from ipa_backup import config
 from ipa_backup.config import RedisTarget
 from ipa_backup.errors import ConfigError
-from ipa_backup.redis_ops import db_map
 from ipa_backup.sets import choose_tier
 from ipa_backup.storage import SetInfo
 
@@ -57,12 +56,6 @@ def test_redis_password_from_rediscli_auth(monkeypatch: pytest.MonkeyPatch) -> N
     assert RedisTarget.parse("redis://:in-url@cache:6379/0").password == "in-url"
     monkeypatch.delenv("REDISCLI_AUTH")
     assert RedisTarget.parse("redis://cache:6379/0").password is None
-
-
-def test_db_map() -> None:
-    target = RedisTarget.parse("redis://h:1/5")
-    assert db_map([0], target) == {0: 5}
-    assert db_map([0, 2], target) == {0: 0, 2: 2}
 
 
 def test_settings_errors(monkeypatch: pytest.MonkeyPatch) -> None:
