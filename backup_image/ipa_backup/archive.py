@@ -41,6 +41,10 @@ class ArchiveFormatError(Exception):
     """The file is not a custom-format archive this module understands."""
 
 
+class ArchiveEndsEarlyError(ArchiveFormatError):
+    """The bytes end before the part being read does (a cut file, or only the beginning of one)."""
+
+
 @dataclass(frozen=True)
 class TocEntry:
     dump_id: int
@@ -85,7 +89,7 @@ class _Reader:
 
     def byte(self) -> int:
         if self.pos >= len(self.buf):
-            raise ArchiveFormatError(f"archive ends early at byte {self.pos}")
+            raise ArchiveEndsEarlyError(f"archive ends early at byte {self.pos}")
         value = self.buf[self.pos]
         self.pos += 1
         return value
@@ -93,7 +97,7 @@ class _Reader:
     def int(self) -> int:
         end = self.pos + 1 + self.int_size
         if end > len(self.buf):
-            raise ArchiveFormatError(f"archive ends early at byte {self.pos}")
+            raise ArchiveEndsEarlyError(f"archive ends early at byte {self.pos}")
         sign = self.buf[self.pos]
         value = int.from_bytes(self.buf[self.pos + 1:end], "little")
         self.pos = end
@@ -106,7 +110,7 @@ class _Reader:
             return None
         end = self.pos + length
         if end > len(self.buf):
-            raise ArchiveFormatError(f"archive ends early at byte {self.pos}")
+            raise ArchiveEndsEarlyError(f"archive ends early at byte {self.pos}")
         value = bytes(self.buf[self.pos:end]).decode("utf-8", errors="replace")
         self.pos = end
         return value
@@ -196,7 +200,7 @@ def _read_compressed_toc(path: Path) -> Toc:
             more = got == want
         try:
             return read_toc(prefix)
-        except ArchiveFormatError:
+        except ArchiveEndsEarlyError:
             if not more:
                 raise
         want *= 4

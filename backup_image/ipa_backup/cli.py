@@ -109,7 +109,8 @@ class _StopOnSignal:
     queries; SIGKILL after a grace period), then raises Interrupted in the main thread: the run unwinds
     through its `finally` blocks, which remove the work dir and never write a manifest. Without a
     handler Python ignores SIGTERM when it runs as PID 1 (the image runs it under tini, which forwards
-    the signal). A second signal while stopping changes nothing.
+    the signal). A second signal while stopping changes nothing. A clean-up that undoes part of a
+    restore runs `proc.shielded()`: a signal then waits for it to end.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -124,6 +125,10 @@ class _StopOnSignal:
         if self.received is not None:
             return
         self.received = signum
+        if not proc.defer_if_shielded(lambda: self.stop(signum)):  # a clean-up under way finishes first
+            self.stop(signum)
+
+    def stop(self, signum: int) -> None:
         self.ended = proc.end_children()
         if self.active:
             raise Interrupted(signum)

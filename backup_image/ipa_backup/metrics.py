@@ -7,6 +7,8 @@ erases the last success.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
 from ipa_backup.errors import BackupError
@@ -48,4 +50,10 @@ def _push(url: str, registry: CollectorRegistry) -> None:
     try:
         pushadd_to_gateway(url, job=JOB, registry=registry, timeout=30)
     except OSError as exc:
-        raise MetricsError(f"pushing metrics to {url} failed: {exc}") from exc
+        raise MetricsError(f"pushing metrics to {_redacted(url)} failed: {exc}") from exc
+
+
+def _redacted(url: str) -> str:
+    """The URL without a user or password it may carry."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -181,13 +181,20 @@ def check_source() -> PgSource:
     return PgSource(version, major, client.major)
 
 
-def largest_table_share() -> float:
+def largest_table_share() -> float | None:
     """The biggest table's share of all table data: a restore's --jobs can load different tables at
-    once but not split one, so a set dominated by one table is better streamed (see pgrestore)."""
-    rows = query("SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM (SELECT pg_table_size(c.oid) AS s"
-                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
-                 " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%') t")
-    largest, total = int(rows[0][0]), int(rows[0][1])
+    once but not split one, so a set dominated by one table is better streamed (see pgrestore).
+    None when it can't be told at once: pg_table_size waits for a table another session holds
+    exclusively, and a hint is not worth waiting for (pg_dump will wait for that lock anyway)."""
+    try:
+        rows = query("SET lock_timeout = '1s'; SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM ("
+                     "SELECT pg_table_size(c.oid) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                     " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                     " AND n.nspname NOT LIKE 'pg_toast%') t")
+    except SourceError as exc:
+        log.warning("the biggest table's share of the data is not recorded: a table is locked", error=str(exc))
+        return None
+    largest, total = int(rows[-1][0]), int(rows[-1][1])
     return round(largest / total, 3) if total else 0.0
 
 
@@ -265,10 +272,6 @@ def database_exists(database: str) -> bool:
     rows = query(f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(database)}", "postgres",
                  error=TargetError)
     return rows[0][0] == "1"
-
-
-def create_database(database: str) -> None:
-    query(f"CREATE DATABASE {quote_ident(database)}", "postgres", error=TargetError)
 
 
 def drop_database(database: str) -> None:
@@ -353,9 +356,14 @@ def restore(archive: Path, database: str, jobs: int, client: Client, no_owner: b
              client_major=client.major, no_owner=no_owner, seconds=round(time.monotonic() - started, 2),
              exit_status=result.returncode)
     if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace").strip()
         raise TargetError(f"pg_restore into {where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
-                          f"{stderr[-2000:]}")
+                          f"{without_row_data(result.stderr)[-2000:]}")
+
+
+def without_row_data(stderr: bytes) -> str:
+    """pg_restore's errors without the CONTEXT lines, which quote the row a COPY failed on."""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("CONTEXT:"))
 
 
 # --- SQL text ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ipa_backup import archive as archive_format
-from ipa_backup import log, pg
+from ipa_backup import log, pg, proc
 from ipa_backup.errors import IntegrityError, TargetError
 from ipa_backup.pg import Token, quote_ident, quote_literal
 
@@ -76,9 +76,29 @@ def check_target(database: str, force: bool, manifest: dict[str, Any], set_id: s
         if objects and not force:
             raise TargetError(f"PostgreSQL target database {database!r} is not empty ({objects} objects); "
                               "restore refuses to overwrite it without --force")
+    if target.exists:
+        check_swap_rights(target)
     log.info("postgres target checked", database=database, server_version=target.server_version,
              pg_restore_major=target.client.major, dump_major=target.dump_major, exists=target.exists)
     return target
+
+
+def check_swap_rights(target: Target) -> None:
+    """The swap renames the live database (its owner with CREATEDB may) and ends its sessions
+    (pg_signal_backend may): refused now rather than after an hours-long restore."""
+    rows = pg.query(
+        "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'MEMBER'),"
+        " pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') FROM pg_roles r, pg_database d"
+        f" WHERE r.rolname = current_user AND d.datname = {quote_literal(target.database)}",
+        "postgres", TargetError, target.client)
+    superuser, createdb, owner, signal = (value == "t" for value in rows[0])
+    missing = [] if superuser else [need for need, has in (("CREATEDB", createdb),
+                                                              (f"membership in the owner of {target.database!r}", owner),
+                                                              ("membership in pg_signal_backend", signal)) if not has]
+    if missing:
+        raise TargetError(f"restoring over the existing database {target.database!r} ends with a swap by rename that "
+                          f"the restoring user may not do: it lacks {', '.join(missing)}; grant them, or restore "
+                          "into a new database with --pg-database and switch the application over")
 
 
 def read_archive(target: Target, archive: Path) -> archive_format.Toc:
@@ -479,9 +499,9 @@ def _drop_quietly(database: str, client: pg.Client) -> None:
         log.error("the failed restore's database was not dropped; drop it by hand", database=database, error=str(exc))
 
 
-def verify_rows(archive: Path, database: str, client: pg.Client) -> None:
-    """Every table's row count against the archive's COPY data (skipped for very large archives)."""
-    size = archive.stat().st_size
+def verify_rows(archive: Path, size: int, database: str, client: pg.Client) -> None:
+    """Every table's row count against the archive's COPY data (skipped for archives over
+    VERIFY_ROWS_MAX_BYTES uncompressed: `size`)."""
     if size > VERIFY_ROWS_MAX_BYTES:
         log.info("row counts not compared before the swap: archive too large", bytes=size, limit=VERIFY_ROWS_MAX_BYTES)
         return
@@ -496,62 +516,100 @@ def verify_rows(archive: Path, database: str, client: pg.Client) -> None:
 # --- the restore -------------------------------------------------------------------------------
 
 
-def restore(target: Target, toc: archive_format.Toc, archive: Path, globals_plan: Globals | None,
-            options: Options) -> dict[str, Any]:
-    """Restore into the target: directly into a database it creates, or beside a live one and swapped in."""
-    created_roles: list[str] = []
-    if globals_plan is not None:
-        apply_globals(target, globals_plan)
-        created_roles = globals_plan.creates
-    try:
-        if not target.exists:
-            return _restore_new(target, toc, archive, options)
-        return _restore_beside(target, archive, options)
-    except BaseException:
-        drop_roles(target, created_roles)
-        raise
+@dataclass
+class Prepared:
+    """A restored database waiting to be put in place. Until `commit` the live database is untouched;
+    `abandon` undoes everything this restore did (after a commit, by swapping the live database back)."""
 
+    target: Target
+    options: Options
+    database: str  # what the set was restored into
+    previous: str | None  # the live database's name once swapped out (None: there was no live database)
+    created_roles: list[str]
+    committed: bool = False
 
-def _restore_new(target: Target, toc: archive_format.Toc, archive: Path, options: Options) -> dict[str, Any]:
-    database, client = target.database, target.client
-    create_like_archive(database, toc, client, owner=not options.no_owner)
-    try:
-        pg.restore(archive, database, options.jobs, client, options.no_owner)
-        apply_archive_database_entries(database, toc, client)
-    except BaseException:
-        _drop_quietly(database, client)
-        raise
-    return {"database": database, "mode": "created"}
+    def commit(self) -> None:
+        if self.previous is not None:
+            swap(self.target.database, self.database, self.previous, self.target.client)
+            log.info("restored database swapped in", database=self.target.database, previous=self.previous)
+        self.committed = True
 
+    def abandon(self) -> None:
+        with proc.shielded():
+            self._abandon()
 
-def _restore_beside(target: Target, archive: Path, options: Options) -> dict[str, Any]:
-    live, client = target.database, target.client
-    tag = secrets.token_hex(3)
-    new, old = side_name(live, "restore", tag), side_name(live, "old", tag)
-    props = live_properties(live, client)
-    create_like_live(new, props, client, owner=not options.no_owner)
-    log.info("restoring beside the live database", database=live, restore_database=new)
-    try:
-        pg.restore(archive, new, options.jobs, client, options.no_owner)
-        verify_rows(archive, new, client)
-        carry_properties(new, props, client)
-        swap(live, new, old, client)
-    except BaseException:
-        _drop_quietly(new, client)  # the live database was not touched
-        raise
-    log.info("restored database swapped in", database=live, previous=old)
-    result: dict[str, Any] = {"database": live, "mode": "swapped"}
-    if options.keep_old:
-        log.info("previous database kept (--keep-old)", database=old)
-        result["previous_database"] = old
+    def _abandon(self) -> None:
+        client = self.target.client
+        if self.committed and self.previous is not None:
+            # A later part of the restore failed: the replaced database goes back in place.
+            swap(self.target.database, self.previous, self.database, client)
+            log.warning("restored database swapped out again: a later step of the restore failed",
+                        database=self.target.database)
+        _drop_quietly(self.database, client)
+        drop_roles(self.target, self.created_roles)
+
+    def finish(self) -> dict[str, Any]:
+        """After every part of the restore committed: drop the replaced database, unless --keep-old."""
+        result: dict[str, Any] = {"database": self.target.database,
+                                  "mode": "swapped" if self.previous is not None else "created"}
+        if self.previous is None:
+            return result
+        if self.options.keep_old:
+            log.info("previous database kept (--keep-old)", database=self.previous)
+            result["previous_database"] = self.previous
+            return result
+        try:
+            pg.query(f"DROP DATABASE {quote_ident(self.previous)} WITH (FORCE)", "postgres", TargetError,
+                     self.target.client)
+            log.info("previous database dropped", database=self.previous)
+        except TargetError as exc:
+            log.warning("previous database not dropped; drop it by hand", database=self.previous, error=str(exc))
+            result["previous_database"] = self.previous
         return result
+
+
+def prepare(target: Target, toc: archive_format.Toc, archive: Path, archive_bytes: int, globals_plan: Globals | None,
+            options: Options) -> Prepared:
+    """Restore the set into a database of its own: the target's name when no database has it (created
+    like the archive's), else a new one beside the live database, checked and given its properties."""
+    client = target.client
+    tag = secrets.token_hex(3)
+    if target.exists:
+        database, previous = side_name(target.database, "restore", tag), side_name(target.database, "old", tag)
+    else:
+        database, previous = target.database, None
+    prepared = Prepared(target, options, database, previous, [])
     try:
-        pg.query(f"DROP DATABASE {quote_ident(old)} WITH (FORCE)", "postgres", TargetError, client)
-        log.info("previous database dropped", database=old)
-    except TargetError as exc:
-        log.warning("previous database not dropped; drop it by hand", database=old, error=str(exc))
-        result["previous_database"] = old
-    return result
+        if globals_plan is not None:
+            prepared.created_roles = globals_plan.creates
+            apply_globals(target, globals_plan)
+        if previous is None:
+            create_like_archive(database, toc, client, owner=not options.no_owner)
+            pg.restore(archive, database, options.jobs, client, options.no_owner)
+            apply_archive_database_entries(database, toc, client)
+        else:
+            props = live_properties(target.database, client)
+            log.info("restoring beside the live database", database=target.database, restore_database=database)
+            create_like_live(database, props, client, owner=not options.no_owner)
+            pg.restore(archive, database, options.jobs, client, options.no_owner)
+            verify_rows(archive, archive_bytes, database, client)
+            carry_properties(database, props, client)
+    except BaseException:
+        prepared.abandon()  # the live database was not touched
+        raise
+    return prepared
+
+
+def restore(target: Target, toc: archive_format.Toc, archive: Path, archive_bytes: int, globals_plan: Globals | None,
+            options: Options) -> dict[str, Any]:
+    """Restore into the target and put it in place at once (a restore of PostgreSQL alone)."""
+    prepared = prepare(target, toc, archive, archive_bytes, globals_plan, options)
+    try:
+        prepared.commit()
+    except BaseException:
+        prepared.abandon()
+        raise
+    return prepared.finish()
 
 
 def drill_restore(target: Target, toc: archive_format.Toc, archive: Path, jobs: int) -> None:

@@ -27,6 +27,34 @@ _lock = threading.RLock()  # re-entrant: the signal handler may run while the ma
 _command_timeout = DEFAULT_COMMAND_TIMEOUT
 
 
+_shield_depth = 0
+_deferred: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A clean-up that a signal must not cut short (dropping a half-restored copy, swapping a database
+    back): a signal that arrives inside it is acted on once it ends."""
+    global _shield_depth
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+        if _shield_depth == 0 and _deferred:
+            action = _deferred.pop()
+            _deferred.clear()
+            action()
+
+
+def defer_if_shielded(action: Callable[[], None]) -> bool:
+    """Inside `shielded`: keep `action` (a signal's) for its end and return True; else False."""
+    if _shield_depth == 0:
+        return False
+    _deferred.append(action)
+    return True
+
+
 def set_command_timeout(seconds: float) -> None:
     """BACKUP_COMMAND_TIMEOUT_SECONDS, from the settings: bounds each pg_dump, pg_dumpall, redis-cli, pg_restore."""
     global _command_timeout
@@ -136,22 +164,40 @@ def end_children(grace: float = GRACE_SECONDS) -> list[str]:
     return [f"{n}[{pid}]" for pid, n in sorted(found.items())]
 
 
-def _feeding(feed: Callable[[BinaryIO], None]) -> tuple[int, threading.Thread, list[BaseException]]:
+class _Feeder:
     """A pipe whose read end becomes a child's stdin, and a thread that runs `feed` on its write end.
     A child that stops reading early ends the feed quietly: its exit status tells what happened."""
-    read_end, write_end = os.pipe()
-    failures: list[BaseException] = []
 
-    def pump() -> None:
-        with open(write_end, "wb", buffering=0) as sink:
+    def __init__(self, feed: Callable[[BinaryIO], None]) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.feed = feed
+        self.failures: list[BaseException] = []
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+
+    def _pump(self) -> None:
+        with open(self.write_end, "wb", buffering=0) as sink:
             try:
-                feed(sink)
+                self.feed(sink)
             except BrokenPipeError:
                 pass
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
-                failures.append(exc)
+                self.failures.append(exc)
 
-    return read_end, threading.Thread(target=pump, daemon=True), failures
+    def start(self) -> None:
+        """The child started and holds its own copy of the read end."""
+        os.close(self.read_end)
+        self.thread.start()
+
+    def close(self) -> None:
+        """The child never started."""
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+    def finish(self, timeout: float) -> None:
+        """After the child exited: the feed ends (the pipe is broken now) and its failure, if any, is raised."""
+        self.thread.join(timeout)
+        if self.failures:
+            raise self.failures[0]
 
 
 def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0,
@@ -160,34 +206,30 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float =
     """Run to completion with captured output; past `timeout` the child is stopped and `error` raised.
     `feed`, when given, writes the child's stdin from a thread (a stream too large for memory)."""
     name = os.path.basename(argv[0])
-    pump: threading.Thread | None = None
-    failures: list[BaseException] = []
-    child_stdin: int = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
-    if feed is not None:
-        child_stdin, pump, failures = _feeding(feed)
+    feeder = _Feeder(feed) if feed is not None else None
+    child_stdin: int = feeder.read_end if feeder else subprocess.PIPE if stdin is not None else subprocess.DEVNULL
     try:
         child = popen(argv, stdin=child_stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                       env={**os.environ, **(env or {})})
-    except FileNotFoundError as exc:
-        raise error(f"{argv[0]} is not installed") from exc
-    finally:
-        if pump is not None:
-            os.close(child_stdin)  # the child holds its own copy
-    if pump is not None:
-        pump.start()
+    except OSError as exc:
+        if feeder:
+            feeder.close()
+        raise error(f"{argv[0]} could not be started: {exc.strerror or exc}") from exc
+    if feeder:
+        feeder.start()
+    started = time.monotonic()
     try:
         out, err = child.communicate(stdin, timeout=timeout)
-        if pump is not None:
-            pump.join()
-            if failures:
-                raise failures[0]
+        if feeder:
+            feeder.finish(max(1.0, timeout - (time.monotonic() - started)))
     except subprocess.TimeoutExpired as exc:
         stop([child.pid])
         child.communicate()
         raise error(_timeout_message(name, timeout)) from exc
-    except BaseException:  # an interrupt: leave nothing running
-        stop([child.pid])
-        child.wait()
+    except BaseException:  # an interrupt, or the feed failed: leave nothing running
+        if child.returncode is None:  # not reaped yet: its pid is still its own
+            stop([child.pid])
+            child.wait()
         raise
     finally:
         forget(child)
@@ -210,21 +252,16 @@ def stream_stdout(
     """
     name = os.path.basename(argv[0])
     limit = _command_timeout if timeout is None else timeout
-    pump: threading.Thread | None = None
-    failures: list[BaseException] = []
-    child_stdin: int = subprocess.DEVNULL
-    if feed is not None:
-        child_stdin, pump, failures = _feeding(feed)
+    feeder = _Feeder(feed) if feed is not None else None
     try:
-        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=child_stdin,
-                      env={**os.environ, **env})
-    except FileNotFoundError as exc:
-        raise fail(f"{argv[0]} is not installed") from exc
-    finally:
-        if pump is not None:
-            os.close(child_stdin)
-    if pump is not None:
-        pump.start()
+        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      stdin=feeder.read_end if feeder else subprocess.DEVNULL, env={**os.environ, **env})
+    except OSError as exc:
+        if feeder:
+            feeder.close()
+        raise fail(f"{argv[0]} could not be started: {exc.strerror or exc}") from exc
+    if feeder:
+        feeder.start()
     assert child.stdout is not None and child.stderr is not None
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(child.stderr.read() if child.stderr else b""), daemon=True)
@@ -248,10 +285,8 @@ def stream_stdout(
             yield data
         code = child.wait()
         reader.join(timeout=30)
-        if pump is not None:
-            pump.join()
-            if failures:
-                raise failures[0]
+        if feeder:
+            feeder.finish(30.0)
         finished = True
         if code != 0 and timed_out.is_set():
             raise fail(_timeout_message(name, limit))

@@ -421,67 +421,108 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def restore_rdb(rdb: Path, target: RedisTarget, layout: dict[str, Any], force: bool, keep_old: bool,
-                batch_bytes: int) -> dict[int, int]:
-    with loaded_rdb(rdb, helper_databases(layout)) as helper:
-        return restore_loaded(helper, target, force, keep_old, batch_bytes)
-
-
-def restore_loaded(helper: redis.Redis, target: RedisTarget, force: bool, keep_old: bool,
-                   batch_bytes: int) -> dict[int, int]:
-    """Copy every database of the helper into the same database number of the target; returns keys per database."""
+def plan_restore(helper: redis.Redis, target: RedisTarget, force: bool) -> Plan:
+    """Every check against the target, before anything is written to it (reads only)."""
     counts = keyspace(helper)
     plan = plan_target(target, counts, force)
     check_contents(helper, target, plan)
     log.info("redis restore plan", target=_where(target), target_version=".".join(map(str, plan.version)),
              databases=sorted(counts), staging={str(k): v for k, v in plan.staging.items()},
              method="DUMP/RESTORE" if plan.dump else "native commands")
-    written: list[int] = []  # target databases this run wrote into; each was empty before
-    copied: dict[int, int] = {}
+    return plan
+
+
+@dataclass
+class Prepared:
+    """Restored copies waiting to be put in place: empty databases written directly (their target had
+    nothing) and staging databases. `commit` swaps the staged copies in with one transaction;
+    `abandon`, before that, empties again only the databases this restore wrote."""
+
+    target: RedisTarget
+    plan: Plan
+    keep_old: bool
+    copied: dict[int, int] = field(default_factory=dict)  # keys per source database
+    written: list[int] = field(default_factory=list)  # target databases written into; each was empty before
+    swapped: bool = False
+
+    def commit(self) -> None:
+        if self.plan.staging:
+            _swap(self.target, self.plan.staging, self)
+
+    def abandon(self) -> None:
+        # After the swap the staging databases hold the replaced data: never flush them then.
+        with proc.shielded():
+            discard(self.target, [db for db in self.written if not (self.swapped and db in self.plan.staging.values())])
+
+    def finish(self) -> dict[int, int]:
+        for db, old in self.plan.staging.items():
+            if self.keep_old:
+                log.warning("the data this restore replaced is kept", db=db, kept_in_db=old, target=_where(self.target))
+                continue
+            try:
+                client(self.target, old).execute_command("FLUSHDB", "ASYNC")
+            except redis.RedisError as exc:
+                log.warning(f"the replaced data of db {db} is left in db {old}: flushing it failed: {_first_line(exc)}",
+                            target=_where(self.target))
+        return self.copied
+
+
+def prepare(helper: redis.Redis, target: RedisTarget, plan: Plan, keep_old: bool, batch_bytes: int) -> Prepared:
+    """Copy every database of the helper into the same database number of the target, or into its
+    staging database; the target's data is untouched until `commit`."""
+    prepared = Prepared(target, plan, keep_old)
     try:
-        for db in sorted(counts):
+        for db in sorted(keyspace(helper)):
             dest = plan.staging.get(db, db)
             where = f"db {db} into {_where(target)}" + (f" (staged in db {dest})" if dest != db else "")
             dst = client(target, dest, raw=True, timeout=300)
-            if int(dst.execute_command("DBSIZE")):
-                raise TargetError(f"restoring Redis {where} failed: db {dest} received keys from another client "
-                                  "since the checks; nothing of it was changed")
-            written.append(dest)
-            copier = _Copier(_helper_db(helper, db), dst, plan, db, where, batch_bytes)
             try:
+                if int(dst.execute_command("DBSIZE")):
+                    raise TargetError(f"restoring Redis {where} failed: db {dest} received keys from another client "
+                                      "since the checks; nothing of it was changed")
+                prepared.written.append(dest)
+                copier = _Copier(_helper_db(helper, db), dst, plan, db, where, batch_bytes)
                 copier.run()
                 copier.verify()
             except redis.RedisError as exc:
                 raise TargetError(f"restoring Redis {where} failed: {type(exc).__name__}: {_first_line(exc)}") from None
-            copied[db] = copier.keys
+            prepared.copied[db] = copier.keys
             log.info("redis database restored", db=db, staged_in=dest if dest != db else None, keys=copier.keys,
                      bytes=copier.bytes, seconds=round(time.monotonic() - copier.started, 2))
-        if plan.staging:
-            _swap(target, plan.staging)
     except BaseException:
-        discard(target, written)
+        prepared.abandon()
         raise
-    for db, old in plan.staging.items():
-        if keep_old:
-            log.warning("the data this restore replaced is kept", db=db, kept_in_db=old, target=_where(target))
-            continue
-        try:
-            client(target, old).execute_command("FLUSHDB", "ASYNC")
-        except redis.RedisError as exc:
-            log.warning(f"the replaced data of db {db} is left in db {old}: flushing it failed: {exc}",
-                        target=_where(target))
-    return copied
+    return prepared
 
 
-def _swap(target: RedisTarget, staging: dict[int, int]) -> None:
+def restore_loaded(helper: redis.Redis, target: RedisTarget, force: bool, keep_old: bool,
+                   batch_bytes: int) -> dict[int, int]:
+    """Plan, copy and put in place at once (a restore of Redis alone, or the drill's); returns keys per database."""
+    prepared = prepare(helper, target, plan_restore(helper, target, force), keep_old, batch_bytes)
+    try:
+        prepared.commit()
+    except BaseException:
+        prepared.abandon()
+        raise
+    return prepared.finish()
+
+
+def _swap(target: RedisTarget, staging: dict[int, int], prepared: Prepared) -> None:
     """Every restored copy takes its database's place in one transaction."""
     pipe = client(target).pipeline(transaction=True)
     for db, stage in staging.items():
         pipe.execute_command("SWAPDB", db, stage)
     try:
         pipe.execute()
+        prepared.swapped = True
+    except redis.ConnectionError as exc:
+        # The reply was lost: the swap may have happened. Keep every database as it is now.
+        prepared.swapped = True
+        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)}: no reply "
+                          f"({_first_line(exc)}); check which of the databases {staging} hold the restored data") from exc
     except redis.RedisError as exc:
-        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)} failed: {exc}") from exc
+        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)} failed: "
+                          f"{_first_line(exc)}") from exc
     log.info("restored copies swapped in", target=_where(target), swapped={str(k): v for k, v in staging.items()})
 
 
@@ -743,7 +784,10 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    """The error's first line without what a server may quote from the command: Redis repeats the
+    arguments of an unknown or refused command ("... with args beginning with: 'key' 'value'")."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(", with args beginning with", 1)[0].split(" with args beginning with", 1)[0][:300]
 
 
 def batches(items: Iterable[_Item], budget: int) -> Iterator[list[_Item]]:

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,30 +63,54 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
     durations: dict[str, float] = {"find_and_check": time.monotonic() - started_all}
     work = workdir()
     try:
-        started = time.monotonic()
-        streamed = frozenset({"postgres.dump.zst"}) if pg_plan and pgrestore.streams(manifest, settings.restore_jobs) \
-            else frozenset()
-        # Every checksum before any target is touched.
-        manifest, paths = fetch_verified(store, info, work, manifest=manifest, keep_compressed=streamed)
-        durations["download_verify"] = time.monotonic() - started
-        if pg_plan is not None:
+        with ExitStack() as stack:
             started = time.monotonic()
-            options = pgrestore.Options(settings.restore_jobs, no_owner, with_globals, keep_old)
-            archive = paths["postgres.dump.zst"]
-            toc = pgrestore.read_archive(pg_plan, archive)
-            globals_path = paths.get("postgres-globals.sql.zst")
-            globals_sql = globals_path.read_text(encoding="utf-8") if with_globals and globals_path else None
-            globals_plan = pgrestore.check_roles(pg_plan, toc, options, globals_sql)  # before anything is touched
-            summary["postgres"] = pgrestore.restore(pg_plan, toc, archive, globals_plan, options)
-            durations["postgres"] = time.monotonic() - started
-            log.info("postgres restored", set_id=info.set_id, database=pg_target, seconds=round(durations["postgres"], 2))
-        if redis_target is not None:
-            started = time.monotonic()
-            redis_ops.restore_rdb(paths["redis.rdb.zst"], redis_target, redis_ops.manifest_layout(manifest), force,
-                                  keep_old, settings.redis_batch_bytes)
-            durations["redis"] = time.monotonic() - started
-            log.info("redis restored", set_id=info.set_id, target=f"{redis_target.host}:{redis_target.port}",
-                     seconds=round(durations["redis"], 2))
+            streamed = frozenset({"postgres.dump.zst"}) if pg_plan and pgrestore.streams(manifest, settings.restore_jobs) \
+                else frozenset()
+            # Every checksum before any target is touched.
+            manifest, paths = fetch_verified(store, info, work, manifest=manifest, keep_compressed=streamed)
+            durations["download_verify"] = time.monotonic() - started
+            # Every check of every target before any of them is touched.
+            if pg_plan is not None:
+                archive = paths["postgres.dump.zst"]
+                archive_bytes = next(int(f.get("raw_size") or f["size"]) for f in manifest["files"]
+                                     if f["name"] == "postgres.dump.zst")
+                toc = pgrestore.read_archive(pg_plan, archive)
+                options = pgrestore.Options(settings.restore_jobs, no_owner, with_globals, keep_old)
+                globals_path = paths.get("postgres-globals.sql.zst")
+                globals_sql = globals_path.read_text(encoding="utf-8") if with_globals and globals_path else None
+                globals_plan = pgrestore.check_roles(pg_plan, toc, options, globals_sql)
+            if redis_target is not None:
+                layout = redis_ops.manifest_layout(manifest)
+                helper = stack.enter_context(redis_ops.loaded_rdb(paths["redis.rdb.zst"], redis_ops.helper_databases(layout)))
+                redis_plan = redis_ops.plan_restore(helper, redis_target, force)
+            # Each target restored beside what is live, then all put in place together; a failure at any
+            # point undoes every part (a committed PostgreSQL swap is swapped back).
+            parts: list[pgrestore.Prepared | redis_ops.Prepared] = []
+            try:
+                if pg_plan is not None:
+                    started = time.monotonic()
+                    parts.append(pgrestore.prepare(pg_plan, toc, archive, archive_bytes, globals_plan, options))
+                    durations["postgres"] = time.monotonic() - started
+                if redis_target is not None:
+                    started = time.monotonic()
+                    parts.append(redis_ops.prepare(helper, redis_target, redis_plan, keep_old, settings.redis_batch_bytes))
+                    durations["redis"] = time.monotonic() - started
+                for part in parts:
+                    part.commit()
+            except BaseException:
+                for part in reversed(parts):
+                    part.abandon()
+                raise
+            for part in parts:
+                if isinstance(part, pgrestore.Prepared):
+                    summary["postgres"] = part.finish()
+                    log.info("postgres restored", set_id=info.set_id, database=pg_target,
+                             seconds=round(durations["postgres"], 2))
+                else:
+                    part.finish()
+                    log.info("redis restored", set_id=info.set_id, target=f"{redis_target.host}:{redis_target.port}"
+                             if redis_target else "", seconds=round(durations["redis"], 2))
         phases = {k: round(v, 2) for k, v in durations.items()}
         log.info("restore phases", set_id=info.set_id, seconds=phases)  # where the time went
         return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": phases, **summary}

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import IO, Any
+from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -414,11 +414,3 @@ def verify_file(store: BlobStore, info: SetInfo, entry: dict[str, Any], sink: Ca
             f"checksum mismatch in set {info.set_id}: {entry['name']} has sha256 {sha} and {size} bytes, "
             f"the manifest says {entry['sha256']} and {entry['size']} bytes (corrupted blob)"
         )
-
-
-def iter_chunks(handle: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
-    while True:
-        data = handle.read(size)
-        if not data:
-            return
-        yield data

@@ -194,6 +194,7 @@ def test_a_work_dir_too_small_for_the_set_is_refused_before_the_download(world: 
     for entry in manifest["files"]:
         if entry["name"] == "postgres.dump.zst":
             entry["raw_size"] = 10**15  # a petabyte database: more than any work dir here holds
+    manifest["targets"]["postgres"]["largest_table_share"] = 0.1  # many tables: staged uncompressed for --jobs
     blob.upload_blob(json.dumps(manifest).encode(), overwrite=True)
     scratch_db = f"{world.database}_big"
     result = world.run("restore", out["set_id"], "--pg-database", scratch_db, "--only", "postgres")

@@ -156,3 +156,20 @@ def test_a_set_dominated_by_one_table_is_streamed_into_pg_restore(world: World, 
     restored = [json.loads(line) for line in result.stderr.splitlines() if '"pg_restore finished"' in line]
     assert restored and restored[-1]["jobs"] == 1  # streamed: one connection, in archive order
     assert '"archive data offsets set"' not in result.stderr  # nothing staged to patch
+
+
+def test_a_set_of_several_large_tables_is_staged_for_parallel_pg_restore(world: World) -> None:
+    """No table dominates: the archive is staged uncompressed, its data offsets set, and pg_restore --jobs 2 loads it."""
+    for name in ("big_a", "big_b", "big_c"):
+        world.pg.psql(f"CREATE TABLE public.{name} AS SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i",
+                      world.database)
+    before = world.pg.psql(data.PG_FINGERPRINT, world.database)
+    world.backup_ok()
+    world.pg.drop_database(world.database)
+    result = world.run("restore", "--only", "postgres", env={"RESTORE_JOBS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert world.pg.psql(data.PG_FINGERPRINT, world.database) == before
+    assert world.pg.psql("SELECT count(*) FROM public.big_c", world.database).strip() == "100000"
+    restored = [json.loads(line) for line in result.stderr.splitlines() if '"pg_restore finished"' in line]
+    assert restored and restored[-1]["jobs"] == 2
+    assert '"archive data offsets set"' in result.stderr

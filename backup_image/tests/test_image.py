@@ -5,14 +5,15 @@ and keeps tini as PID 1 in front of the tool."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, World
+from test_signals import table_locked, wait_for_child
 
 from devservices.image import IMAGE_ROOTFS, IN_IMAGE
 
@@ -84,13 +85,13 @@ def test_image_carries_one_postgres_client_per_supported_major() -> None:
 @pytest.mark.services
 def test_tini_entrypoint_forwards_sigterm_to_the_tool(world: World) -> None:
     """What Kubernetes does at activeDeadlineSeconds: SIGTERM to PID 1 (tini), which must reach the tool."""
-    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 400000) i", world.database)
     entrypoint = dockerfile_entrypoint()
-    proc = subprocess.Popen([str(IN_IMAGE), *entrypoint, "backup"], env={**__import__("os").environ, **world.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    with table_locked(world, "app.users"):  # pg_dump waits: a backup that hangs
+        proc = subprocess.Popen([str(IN_IMAGE), *entrypoint, "backup"], env={**os.environ, **world.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_child(proc.pid, "pg_dump")
+        proc.send_signal(signal.SIGTERM)  # to tini
+        _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "SIGTERM" in stderr
+    assert "stopped by SIGTERM" in stderr
     assert world.newest_complete() is None  # the interrupted set stays incomplete
