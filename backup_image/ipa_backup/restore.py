@@ -18,6 +18,8 @@ from ipa_backup.errors import ConfigError, TargetError
 from ipa_backup.sets import fetch_verified, read_manifest
 from ipa_backup.storage import BlobStore
 
+DRILL_SUFFIX = "_restore_drill"
+
 
 def workdir() -> Path:
     """Staging for the uncompressed files (pg_restore --jobs needs a seekable archive)."""
@@ -160,9 +162,11 @@ def drill(settings: Settings) -> dict[str, Any]:
     """Restore the newest complete set into scratch targets and compare it with the archive itself."""
     if not settings.pg_database:
         raise ConfigError("PGDATABASE is not set: the drill derives its scratch database name from it")
-    scratch_db = os.environ.get("DRILL_PGDATABASE") or f"{settings.pg_database}_restore_drill"
-    if scratch_db == settings.pg_database:
-        raise ConfigError("DRILL_PGDATABASE must differ from PGDATABASE")
+    scratch_db = os.environ.get("DRILL_PGDATABASE") or f"{settings.pg_database}{DRILL_SUFFIX}"
+    if not scratch_db.endswith(DRILL_SUFFIX):
+        # The drill drops and recreates its scratch database: never one an application may use.
+        raise ConfigError(f"DRILL_PGDATABASE={scratch_db!r} must end with {DRILL_SUFFIX!r}: the drill drops and "
+                          "recreates that database")
     pg.restore_options()
     store = BlobStore(settings)
     info = store.find_set(None)

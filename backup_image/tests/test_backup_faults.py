@@ -276,3 +276,11 @@ def test_pg_dump_older_than_server(pg17: PostgresServer, redis_srv: RedisServer,
         assert "PostgreSQL 17" in msg and "15" in msg, msg
         listing = world.run("list")  # refused before the container was even created
         assert listing.returncode == 4 and "does not exist" in listing.stderr
+
+
+def test_the_drill_never_drops_a_database_not_named_for_it(world: World, good: tuple[str, str, int]) -> None:
+    """The drill drops and recreates its scratch database: pointed at the application's, it refuses."""
+    result = world.run("drill", env={"DRILL_PGDATABASE": f"{world.database}_other"})
+    assert result.returncode == 2, result.stderr
+    assert "must end with '_restore_drill'" in str(error_of(result.stderr)["msg"])
+    assert world.pg.psql(data.PG_FINGERPRINT, world.database) == good[1]
