@@ -4,12 +4,14 @@
 STACK ?= dev
 PY := .venv/bin/python
 
-.PHONY: help setup setup-python setup-services setup-prometheus-tools image-rootfs image-tar servers-rootfs lint test render drill bench clean
+.PHONY: help setup setup-python setup-services setup-prometheus-tools image-rootfs image-tar servers-rootfs lint unit test render generate drill bench clean
 
 help:
 	@echo "make drill               the local disaster-recovery and alerting rehearsal (main job)"
 	@echo "make test                install what is needed, then run every check"
+	@echo "make unit                lint and every test that needs no service, in parallel (after make setup)"
 	@echo "make render STACK=dev    offline render of a stack into build/<stack>/"
+	@echo "make generate            write the settings' schema, stack defaults and README table from components/settings.py"
 	@echo "make bench               backup/restore benchmark (slow; not part of make test)"
 	@echo "make image-rootfs        the backup image's userland in build/image-rootfs (scripts/in-image.sh runs in it)"
 	@echo "make image-tar           build/image-rootfs.tar, the input of backup_image/Dockerfile"
@@ -38,11 +40,18 @@ lint: setup-python
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The fast loop: what `make test` runs minus the tests marked `services` (see pyproject.toml).
+unit: lint
+	$(PY) -m pytest -m "not services" -n auto
+
 test: setup lint
 	$(PY) -m pytest
 
 render: setup-python
 	$(PY) -m offline.render --stack $(STACK)
+
+generate: setup-python
+	$(PY) -m offline.generate
 
 drill: setup
 	$(PY) -m offline.render --stack dev

@@ -1,4 +1,5 @@
-"""The Alertmanager configuration (SPEC §5), built by a pure function from the settings.
+"""The Alertmanager configuration, built by a pure function from the settings
+(documented in docs/monitoring/architecture.md#alertmanager).
 
 critical -> Microsoft Teams (Workflows webhook, `msteamsv2_configs`) and e-mail;
 warning -> Teams; info, Watchdog and InfoInhibitor -> the `null` receiver.
@@ -34,7 +35,7 @@ def secret_file(secret: str, key: str) -> str:
 
 
 def grafana_base_url(settings: Settings) -> str:
-    """The Grafana URL used in links (SPEC contract: external URL, else the in-cluster service)."""
+    """The Grafana URL used in links (the external URL, else the in-cluster service)."""
     if settings.grafana_external_url:
         return settings.grafana_external_url.rstrip("/")
     return f"http://{GRAFANA_SERVICE}.{settings.monitoring_namespace}.svc"

@@ -35,7 +35,7 @@ AKS_DISABLED_DEFAULT_RULES = ("etcd", "kubeControllerManager", "kubeSchedulerAle
 
 
 # kube_pod_labels carries no Kubernetes label unless allowed: the rules and dashboards find the
-# ipa-backend pods by their label app=ipa-backend (SPEC §4), exported as `label_app`.
+# ipa-backend pods by their label app=ipa-backend (docs/monitoring/metrics.md), exported as `label_app`.
 KUBE_STATE_METRICS_LABELS_ALLOWLIST = ["pods=[app]"]
 
 

@@ -271,7 +271,7 @@ class Settings:
     claude_default_pricing: TokenPrices = setting(DEFAULT_UNKNOWN_MODEL_PRICES, "USD per million tokens for models missing from claudePricing.", prices_non_negative)
     restore_drill_period_days: int = setting(7, "A restore drill must succeed at least this often (RestoreDrillFailed adds a day).", positive)
 
-    # --- backups (SPEC §2 keys first) -------------------------------------------------------------
+    # --- backups (targets, schedule and retention first) --------------------------------------------
     rpo_target_minutes: int = setting(60, "Recovery point objective, minutes.", positive)
     rto_target_minutes: int = setting(240, "Recovery time objective, minutes.", positive)
     backup_schedule: str = setting("*/30 * * * *", "Cron schedule of the backup CronJob (5 fields).", cron)
@@ -507,7 +507,7 @@ def load_settings() -> Settings:
 
 
 def defaults_for_schema() -> dict[str, dict[str, Any]]:
-    """The project-level config schema Pulumi.yaml should declare (tests compare them)."""
+    """The project-level config schema of Pulumi.yaml (`make generate` writes it there)."""
     schema: dict[str, dict[str, Any]] = {}
     for key, f in FIELDS.items():
         hint = _HINTS[f.name]

@@ -25,7 +25,7 @@ RESTARTS = f"increase(kube_pod_container_status_restarts_total{{{PODS}}}[$__rang
 
 
 def backend(expr: str) -> str:
-    """`expr` kept for the ipa-backend pods only: found by their label app=ipa-backend (SPEC §4), not by name."""
+    """`expr` kept for the ipa-backend pods only: found by their label app=ipa-backend, not by name."""
     return f"{expr} * on (namespace, pod) group_left () {backend_pods('$namespace')}"
 
 

@@ -1,4 +1,4 @@
-"""A stand-in IPA backend: serves every backend metric of the metrics contract (SPEC §4) on loopback.
+"""A stand-in IPA backend: serves every backend metric of the metrics contract (docs/monitoring/metrics.md) on loopback.
 
 A background thread generates realistic traffic (HTTP requests, workflow executions, Claude calls
 and tokens) at a configurable rate; fault switches change what that traffic looks like so that

@@ -30,7 +30,7 @@ NODE = "aks-system-38217465-vmss000000"
 NODE_IP = "10.224.0.4"
 BACKEND_PODS = ("ipa-backend-0", "ipa-backend-1")
 BACKEND_CONTAINER = "ipa-backend"
-BACKEND_APP = "ipa-backend"  # the pods' label app=ipa-backend (SPEC §4), which rules and dashboards select on
+BACKEND_APP = "ipa-backend"  # the pods' label app=ipa-backend, which rules and dashboards select on
 CPU_MODES = ("idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice")
 GiB = 1024**3
 TICK_SECONDS = 0.2

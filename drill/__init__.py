@@ -1,1 +1,1 @@
-"""`make drill`: the local disaster-recovery and alerting rehearsal (SPEC §7); see drill.run."""
+"""`make drill`: the local disaster-recovery and alerting rehearsal (docs/operations/drill.md); see drill.run."""

@@ -329,8 +329,8 @@ def find_cronjobs(kubernetes_dir: Path) -> dict[str, CronJobSpec]:
     return found
 
 
-# Names of SPEC §6 for when no CronJob was rendered.
-SPEC_ENV = ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "REDIS_URL", "BACKUP_CONTAINER",
+# The tool's variables (backup_image/README.md), for when no CronJob was rendered.
+TOOL_ENV = ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "REDIS_URL", "BACKUP_CONTAINER",
             "BACKUP_BLOB_ACCOUNT_URL", "PUSHGATEWAY_URL"]
 
 

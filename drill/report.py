@@ -1,4 +1,5 @@
-"""The drill's outputs: terminal table, build/drill/report.json (SPEC §7), report.md and timeline.png."""
+"""The drill's outputs: terminal table, build/drill/report.json (its shape: docs/operations/drill.md#outputs),
+report.md and timeline.png."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class Report:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def as_json(self) -> dict[str, Any]:
-        """Exactly the SPEC §7 shape."""
+        """Exactly the shape docs/operations/drill.md#outputs documents."""
         return {
             "passed": self.passed,
             "rpo_seconds": _num(self.rpo_seconds),

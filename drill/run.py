@@ -1,4 +1,4 @@
-"""`python -m drill`: the local disaster-recovery and alerting rehearsal (SPEC §7).
+"""`python -m drill`: the local disaster-recovery and alerting rehearsal (docs/operations/drill.md).
 
 Order of events:
 1. read the rendered dev stack (build/dev) and make the drill's copies (drill.artifacts);
@@ -47,7 +47,8 @@ from drill import artifacts, notifications, report, workload
 from drill.backups import BackupSchedule, BackupTool, ToolRun
 from offline.stackconfig import load_stack_config, stack_file
 
-# Every alert SPEC §5 names, with the fault the drill injects for it (None: not rehearsed here).
+# The alerts the drill rehearses, with the fault it injects for each; REQUIRED_ALERTS adds the other
+# names docs/monitoring/alerts.md says are relied on.
 REHEARSED = {
     "HighErrorRate": "5xx burst",
     "HighResponseTime": "slow responses",
@@ -56,14 +57,14 @@ REHEARSED = {
     "BackupTooOld": "backups stop",
     "IpaBackendDown": "backend down",
 }
-SPEC_ALERTS = (*REHEARSED, "BackupJobFailed", "RestoreDrillFailed", "RestoreTooSlow", "ClaudeCostBudgetExceeded")
+REQUIRED_ALERTS = (*REHEARSED, "BackupJobFailed", "RestoreDrillFailed", "RestoreTooSlow", "ClaudeCostBudgetExceeded")
 FAULT_VALUES: dict[str, tuple[str, float | bool]] = {
     "5xx burst": ("errors_5xx", 0.5),
     "slow responses": ("slow", 4.0),
     "Claude errors": ("claude_errors", 1.0),
     "failing executions": ("execution_failures", 0.8),
 }
-TOTAL_BUDGET_SECONDS = 14 * 60  # SPEC §7: 15 minutes, with a margin for the report
+TOTAL_BUDGET_SECONDS = 14 * 60  # the limit is 15 minutes, with a margin for the report
 DELIVERY_TIMEOUT = 150.0
 RESOLVE_TIMEOUT = 120.0
 
@@ -194,13 +195,13 @@ class Drill:
         except artifacts.ArtifactError as exc:
             self.report.check("rendered rules loaded", False, str(exc))
             return False
-        missing = [a for a in SPEC_ALERTS if a not in self.rules.alerts]
+        missing = [a for a in REQUIRED_ALERTS if a not in self.rules.alerts]
         self.report.changes += self.rules.changes
         return self.report.check(
             "rendered rules loaded",
             not missing,
             f"{len(self.rules.content['groups'])} groups, {len(self.rules.alerts)} alerts"
-            + (f"; SPEC §5 alerts missing: {', '.join(missing)}" if missing else "; every SPEC §5 alert present"),
+            + (f"; required alerts missing: {', '.join(missing)}" if missing else "; every required alert present"),
         )
 
     def _load_alertmanager(self, s: Stack) -> bool:
@@ -226,7 +227,7 @@ class Drill:
             "rendered alertmanager.yaml loaded",
             ok,
             "routing: " + "; ".join(f"{sev} -> {routes[sev]} ({'+'.join(channels[sev]) or 'nobody'})" for sev in routes)
-            + ("" if ok else " (SPEC §5: critical -> Teams + e-mail, warning -> Teams, info -> nobody)"),
+            + ("" if ok else " (expected: critical -> Teams + e-mail, warning -> Teams, info -> nobody)"),
         )
 
     # --- 2. services -------------------------------------------------------------------------------
@@ -270,8 +271,8 @@ class Drill:
         }
         defaults = {"BACKUP_CONTAINER": self.settings.backup_container, "PGDATABASE": self.settings.postgres_database}
         if cron is None:
-            spec_env: list[dict[str, Any]] = [{"name": n, "value": ""} for n in artifacts.SPEC_ENV]
-            translated = artifacts.translate_env(spec_env, local, defaults)
+            tool_env: list[dict[str, Any]] = [{"name": n, "value": ""} for n in artifacts.TOOL_ENV]
+            translated = artifacts.translate_env(tool_env, local, defaults)
             translated.env.update(defaults)
         else:
             translated = artifacts.translate_env(cron.env, local, defaults)
@@ -288,7 +289,7 @@ class Drill:
         if backup_cron is None:
             self.report.check("backup CronJob rendered", False,
                               f"no CronJob running `ipa-backup backup` in {self.build_dir / 'kubernetes'}; "
-                              "the drill uses the SPEC §6 variable names instead")
+                              "the drill uses the variable names of backup_image/README.md instead")
         else:
             self.report.check("backup CronJob rendered", True,
                               f"{backup_cron.name}: schedule {backup_cron.schedule!r}, env {', '.join(backup_cron.env_names)}")
@@ -503,7 +504,7 @@ class Drill:
     # --- 5. alerting -------------------------------------------------------------------------------------
 
     def _notes(self, s: Stack) -> list[notifications.Notification]:
-        known = list(self.rules.alerts) if self.rules else list(SPEC_ALERTS)
+        known = list(self.rules.alerts) if self.rules else list(REQUIRED_ALERTS)
         return notifications.from_teams(s.teams.posts, known) + notifications.from_mail(s.smtp.messages, known)
 
     def _expected_channels(self, alertname: str) -> tuple[str, list[str], dict[str, bool]]:

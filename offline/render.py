@@ -1,4 +1,4 @@
-"""`make render STACK=<stack>`: the whole stack, offline, in the layout of SPEC §3.
+"""`make render STACK=<stack>`: the whole stack, offline, in the layout of docs/operations/render.md.
 
     python -m offline.render --stack dev [--stack-file PATH] [--out DIR]
 

@@ -1,4 +1,4 @@
-"""Prints the README's settings table from components/settings.py: `python -m offline.settings_doc`."""
+"""The README's settings table from components/settings.py; `make generate` (offline/generate.py) writes it."""
 
 from __future__ import annotations
 

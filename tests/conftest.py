@@ -67,7 +67,7 @@ def stack(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
-    """`rendered("dev")` is the folder of a fresh offline render of that stack (SPEC §3 layout),
+    """`rendered("dev")` is the folder of a fresh offline render of that stack (docs/operations/render.md),
     made once per test session, for the validators (promtool, amtool, schemas)."""
     from pathlib import Path
 

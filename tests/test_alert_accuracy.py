@@ -88,7 +88,7 @@ class Traffic:
     pushgateway_up: list[float] = field(default_factory=lambda: const(1))
     pg_up: list[float] = field(default_factory=lambda: const(1))
     crash_looping: list[float] = field(default_factory=lambda: const(0))
-    # A pod named like the backend but labelled app=ipa-backend-migrate (not a backend pod, SPEC §4).
+    # A pod named like the backend but labelled app=ipa-backend-migrate (not a backend pod).
     migrate_crash_looping: list[float] = field(default_factory=lambda: const(0))
 
 

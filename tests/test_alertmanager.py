@@ -1,6 +1,7 @@
-"""The Alertmanager configuration (SPEC §5): its shape, `amtool check-config` and `amtool config
-routes test` on the rendered build/<stack>/alertmanager/alertmanager.yaml, its inline templates
-through `amtool template render`, and a live delivery through a real Alertmanager to the local
+"""The Alertmanager configuration (docs/monitoring/architecture.md#alertmanager): its shape,
+`amtool check-config` and `amtool config routes test` on the rendered
+build/<stack>/alertmanager/alertmanager.yaml, its inline templates through `amtool template render`,
+and a live delivery through a real Alertmanager to the local
 Teams and SMTP stand-ins."""
 
 from __future__ import annotations

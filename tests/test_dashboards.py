@@ -25,7 +25,7 @@ SCHEMA = json.loads((Path(__file__).parent / "schemas" / "grafana-dashboard.sche
 UIDS = ("api-performance", "execution-stats", "claude-usage", "system-resources", "backup-dr")
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
-# SPEC §4 by name; a histogram counts as shown when any of its series is queried.
+# docs/monitoring/metrics.md by name; a histogram counts as shown when any of its series is queried.
 CONTRACT = {
     "http_requests_total": ("http_requests_total",),
     "http_request_duration_seconds": tuple(f"http_request_duration_seconds_{s}" for s in ("bucket", "sum", "count")),

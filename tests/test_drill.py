@@ -158,7 +158,7 @@ def test_the_whole_drill_passes_and_reports(rendered: Rendered, tmp_path: Path) 
     failed = [c for c in report["checks"] if not c["passed"]]
     assert rc == 0 and report["passed"] and not failed, f"{failed}\n{log[-4000:]}"
     assert elapsed < 900
-    # SPEC §7 shape, exactly.
+    # The shape of docs/operations/drill.md#outputs, exactly.
     assert list(report) == ["passed", "rpo_seconds", "rto_seconds", "backup_seconds", "restore_seconds", "checks", "alerts"]
     assert all(list(c) == ["name", "passed", "detail"] for c in report["checks"])
     assert all(list(a) == ["alertname", "receiver", "channels", "delivered_after_seconds"] for a in report["alerts"])

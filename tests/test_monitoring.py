@@ -1,4 +1,4 @@
-"""Mock and pure-function tests of the monitoring stack (issue 3): the kube-prometheus-stack release
+"""Mock and pure-function tests of the monitoring stack: the kube-prometheus-stack release
 and its values, secrets kept out of values and manifests, the ipa-backend PodMonitor, the exporters,
 the prod/dev differences and the key paths checked against the charts' values.yaml."""
 
@@ -132,7 +132,7 @@ def test_prometheus_values(stack: str) -> None:
 
 
 def test_kube_state_metrics_exports_the_backend_app_label(stack: str) -> None:
-    """The rules and dashboards select the backend pods by kube_pod_labels' label_app (SPEC §4:
+    """The rules and dashboards select the backend pods by kube_pod_labels' label_app (the contract's
     app=ipa-backend); kube-state-metrics exports that label only when the allowlist names it."""
     values = kube_prometheus_stack_values(stack_settings(stack))
     assert values["kube-state-metrics"] == {"metricLabelsAllowlist": ["pods=[app]"]}

@@ -1,4 +1,5 @@
-"""`make render`: the SPEC §3 layout, byte-identical twice, secrets masked, bad settings refused."""
+"""`make render`: the layout of docs/operations/render.md, byte-identical twice, secrets masked, bad
+settings refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every metric name in every rule expression is in the metrics contract (SPEC §4), is one of our
+"""Every metric name in every rule expression is in the metrics contract (docs/monitoring/metrics.md), is one of our
 recording rules, or is a standard exporter metric listed in components/rules/known_metrics.py."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from components.rules.groups import alert_names, dashboard_url, le_matcher, pric
 from tests.conftest import RunStack, stack_settings
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_ALERTS = {
+REQUIRED_ALERTS = {
     "HighErrorRate": "critical",
     "HighResponseTime": "warning",
     "ClaudeAPIErrors": "critical",
@@ -53,7 +53,7 @@ def _alerts(stack: str, overrides: dict[str, object] | None = None) -> dict[str,
 
 def test_every_spec_alert_exists_with_its_severity(stack: str) -> None:
     alerts = _alerts(stack)
-    assert {name: alerts[name]["labels"]["severity"] for name in SPEC_ALERTS if name in alerts} == SPEC_ALERTS
+    assert {name: alerts[name]["labels"]["severity"] for name in REQUIRED_ALERTS if name in alerts} == REQUIRED_ALERTS
 
 
 def test_every_contract_recording_rule_exists(stack: str) -> None:
@@ -128,7 +128,7 @@ def test_thresholds_and_objectives_come_from_settings() -> None:
 
 def test_spec_alert_conditions_and_durations(stack: str) -> None:
     alerts = _alerts(stack)
-    # BackupTooOld has no `for`: an RPO breach fires at once, not minutes later (SPEC §5).
+    # BackupTooOld has no `for`: an RPO breach fires at once, not minutes later.
     expected_for = {"HighErrorRate": "5m", "HighResponseTime": "5m", "ClaudeAPIErrors": "2m", "IpaBackendDown": "5m",
                     "ExecutionFailureRateHigh": "10m", "BackupTooOld": None}
     assert {name: alerts[name].get("for") for name in expected_for} == expected_for
@@ -143,7 +143,7 @@ def test_spec_alert_conditions_and_durations(stack: str) -> None:
 
 
 def test_backend_pods_are_selected_by_their_app_label(stack: str) -> None:
-    """SPEC §4 names the backend pods by the label app=ipa-backend; a pod's name proves nothing."""
+    """The metrics contract names the backend pods by the label app=ipa-backend; a pod's name proves nothing."""
     alerts = _alerts(stack)
     settings = stack_settings(stack)
     join = (f'* on (namespace, pod) group_left () max by (namespace, pod) '

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ipa_backup.errors import ConfigError
@@ -19,16 +21,17 @@ class RedisTarget:
     tls: bool
 
     @staticmethod
-    def parse(url: str) -> RedisTarget:
+    def parse(url: str, name: str = "REDIS_URL") -> RedisTarget:
+        """`name`: the setting the URL came from, for the messages."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise ConfigError(f"REDIS_URL must start with redis:// or rediss://, got scheme {parts.scheme!r}")
+            raise ConfigError(f"{name} must start with redis:// or rediss://, got scheme {parts.scheme!r}")
         path = parts.path.lstrip("/")
         try:
             db = int(path) if path else 0
             port = parts.port or 6379
         except ValueError as exc:
-            raise ConfigError(f"REDIS_URL has an invalid port or database number: {exc}") from exc
+            raise ConfigError(f"{name} has an invalid port or database number: {exc}") from exc
         return RedisTarget(
             host=parts.hostname or "localhost",
             port=port,
@@ -69,12 +72,50 @@ def _float(name: str, default: float, low: float = 0.0, high: float = float("inf
     return value
 
 
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name}={raw!r} is not a flag; accepted 1 (yes) or 0 (no)")
+    return raw == "1"
+
+
 def _first_set(*names: str) -> str:
     """The first of `names` that is set: a setting's current name, then the older name it replaced."""
     return next((n for n in names if os.environ.get(n)), names[0])
 
 
 STORAGE_CONNECT_TIMEOUT = 10.0
+PG_CLIENTS_ROOT = "/usr/lib/postgresql"  # Debian's layout: one <major>/bin per PostgreSQL client
+DRILL_SUFFIX = "_restore_drill"
+MEMORY_RE = re.compile(r"^(\d+)(MB|GB)$")
+
+
+def _restore_pg_options() -> str:
+    """PGOPTIONS of the restore's sessions (only they, not the server, get these settings).
+
+    synchronous_commit=off: a restore that crashes is rerun from the verified set anyway, so
+    waiting for each commit's WAL flush buys nothing. maintenance_work_mem: index builds sort in
+    memory instead of in temporary files; RESTORE_MAINTENANCE_WORK_MEM (64MB..2GB, default
+    512MB) bounds it, and pg_restore --jobs N can run N builds at once. RESTORE_PGOPTIONS
+    replaces the whole string.
+    """
+    explicit = os.environ.get("RESTORE_PGOPTIONS")
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get("RESTORE_MAINTENANCE_WORK_MEM") or "512MB"
+    match = MEMORY_RE.match(raw)
+    megabytes = int(match.group(1)) * (1024 if match.group(2) == "GB" else 1) if match else 0
+    if not 64 <= megabytes <= 2048:
+        raise ConfigError(f"RESTORE_MAINTENANCE_WORK_MEM={raw!r} must be 64MB..2GB, written like 512MB or 1GB")
+    return f"-c synchronous_commit=off -c maintenance_work_mem={megabytes}MB"
+
+
+def libpq_where(database: str | None = None) -> str:
+    """host:port/database of the libpq environment, for messages. libpq's own variables stay libpq's
+    (the client programs read them); this reads them when a message is written, so it names what
+    those programs were given."""
+    e = os.environ
+    return f"{e.get('PGHOST', 'localhost')}:{e.get('PGPORT', '5432')}/{database or e.get('PGDATABASE', '')}"
 
 
 def storage_backoff(retry: int) -> float:
@@ -98,11 +139,25 @@ class Settings:
     restore_jobs: int
     progress_interval: float
     command_timeout: float  # any one pg_dump, pg_dumpall, redis-cli or pg_restore run
+    pg_clients_root: Path  # one <major>/bin per PostgreSQL client
+    pg_bin_dir: Path | None  # one client directory to use whatever the server's version
+    restore_pg_options: str  # PGOPTIONS of the restore's sessions
+    work_dir: str | None  # restore staging; None: the system's temporary directory
+    drill_pg_database: str | None  # the drill's scratch database; None: derived from pg_database
+    drill_redis_url: str | None  # the drill's Redis; None: a private redis-server
+    drill_keep: bool  # keep the drill's scratch database afterwards
     redis_batch_bytes: int = 32 << 20  # Redis restore: bytes of values read and written at a time
 
     @property
     def redis(self) -> RedisTarget | None:
         return RedisTarget.parse(self.redis_url) if self.redis_url else None
+
+    @property
+    def drill_database(self) -> str | None:
+        """The drill's scratch database: dropped and recreated by every drill."""
+        if self.drill_pg_database:
+            return self.drill_pg_database
+        return f"{self.pg_database}{DRILL_SUFFIX}" if self.pg_database else None
 
     @property
     def storage_connect_timeout(self) -> float:
@@ -129,6 +184,15 @@ def load() -> Settings:
     redis_url = os.environ.get("REDIS_URL") or None
     if redis_url:
         RedisTarget.parse(redis_url)  # fail early on a malformed URL
+    drill_redis_url = os.environ.get("DRILL_REDIS_URL") or None
+    if drill_redis_url:
+        RedisTarget.parse(drill_redis_url, "DRILL_REDIS_URL")
+    drill_pg_database = os.environ.get("DRILL_PGDATABASE") or None
+    if drill_pg_database and not drill_pg_database.endswith(DRILL_SUFFIX):
+        # The drill drops and recreates its scratch database: never one an application may use.
+        raise ConfigError(f"DRILL_PGDATABASE={drill_pg_database!r} must end with {DRILL_SUFFIX!r}: the drill drops and "
+                          "recreates that database")
+    bin_dir = os.environ.get("PG_BIN_DIR") or None
     return Settings(
         container=container,
         account_url=account_url,
@@ -145,5 +209,12 @@ def load() -> Settings:
         restore_jobs=_int("RESTORE_JOBS", max(1, os.cpu_count() or 1), 1, 64),
         progress_interval=_float("BACKUP_PROGRESS_SECONDS", 10.0),
         command_timeout=_float("BACKUP_COMMAND_TIMEOUT_SECONDS", 6 * 3600.0, 1.0),
+        pg_clients_root=Path(os.environ.get("PG_CLIENTS_ROOT") or PG_CLIENTS_ROOT),
+        pg_bin_dir=Path(bin_dir) if bin_dir else None,
+        restore_pg_options=_restore_pg_options(),
+        work_dir=os.environ.get("BACKUP_WORK_DIR") or None,
+        drill_pg_database=drill_pg_database,
+        drill_redis_url=drill_redis_url,
+        drill_keep=_flag("DRILL_KEEP"),
         redis_batch_bytes=_int("RESTORE_REDIS_BATCH_MB", 32, 1, 1024) << 20,
     )

@@ -1,4 +1,4 @@
-"""Push metrics (SPEC §4) to the Pushgateway with pushadd, only after a success.
+"""Push the backup metrics (docs/monitoring/metrics.md) to the Pushgateway with pushadd, only after a success.
 
 pushadd (HTTP POST) replaces only the metric names it sends within job="ipa-backup", so a
 drill's push never erases the backup's metrics and a failed run, which pushes nothing, never

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +21,11 @@ import zstandard
 
 from ipa_backup import archive as archive_format
 from ipa_backup import log, proc
+from ipa_backup.config import libpq_where
 from ipa_backup.errors import BackupError, ConfigError, IntegrityError, SourceError, TargetError
 
 # Same rendering of values in the dump and in the drill's comparison queries.
 CLIENT_ENV = {"PGTZ": "UTC", "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "ipa-backup"}
-CLIENTS_ROOT = "/usr/lib/postgresql"
 PROGRAMS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
 
 
@@ -41,60 +40,51 @@ class Client:
         return str(self.bin_dir / name)
 
 
-_warned: set[str] = set()
+Clients = dict[int, Client]  # major -> client
 
 
 def _program_major(path: Path) -> int:
     result = proc.run([str(path), "--version"], error=ConfigError)
     match = re.search(r"\(PostgreSQL\)\s+(\d+)", result.stdout.decode())
     if result.returncode != 0 or not match:
-        raise ConfigError(f"cannot tell the version of {path}: {_first_error(result.stderr)}")
+        raise ConfigError(f"cannot tell the version of {path} (PG_BIN_DIR): {_first_error(result.stderr)}")
     return int(match.group(1))
 
 
-def clients() -> dict[int, Client]:
-    """major -> client, from PG_CLIENTS_ROOT (default /usr/lib/postgresql)/<major>/bin.
+def clients(root: Path, bin_dir: Path | None = None) -> Clients:
+    """The clients under `root`/<major>/bin (settings.pg_clients_root).
 
-    PG_BIN_DIR names one client directory instead: an explicit override (one major, read from its
-    pg_dump), logged as a warning because it bypasses the choice by server version.
+    `bin_dir` (settings.pg_bin_dir) names one client directory instead: an explicit override (one
+    major, read from its pg_dump), logged as a warning because it bypasses the choice by server version.
     """
-    explicit = os.environ.get("PG_BIN_DIR")
-    if explicit:
-        major = _program_major(Path(explicit) / "pg_dump")
-        if explicit not in _warned:
-            _warned.add(explicit)
-            log.warning("PG_BIN_DIR overrides the choice of PostgreSQL client by server version", bin_dir=explicit,
-                        major=major)
-        return {major: Client(major, Path(explicit))}
-    root = Path(os.environ.get("PG_CLIENTS_ROOT") or CLIENTS_ROOT)
+    if bin_dir is not None:
+        major = _program_major(bin_dir / "pg_dump")
+        log.warning("PG_BIN_DIR overrides the choice of PostgreSQL client by server version", bin_dir=str(bin_dir),
+                    major=major)
+        return {major: Client(major, bin_dir)}
     found = {}
     for bin_dir in root.glob("*/bin"):
         name = bin_dir.parent.name
         if name.isdigit() and all((bin_dir / p).is_file() for p in PROGRAMS):
             found[int(name)] = Client(int(name), bin_dir)
     if not found:
-        raise ConfigError(f"no PostgreSQL client programs ({', '.join(PROGRAMS)}) under {root}/<major>/bin")
+        raise ConfigError(f"no PostgreSQL client programs ({', '.join(PROGRAMS)}) under {root}/<major>/bin "
+                          "(PG_CLIENTS_ROOT)")
     return found
 
 
-def majors_text(found: dict[int, Client]) -> str:
+def majors_text(found: Clients) -> str:
     return ", ".join(str(m) for m in sorted(found))
 
 
-def newest() -> Client:
-    found = clients()
+def newest(found: Clients) -> Client:
+    """The client that asks a server its version, before the one for that version is chosen."""
     return found[max(found)]
 
 
 def _first_error(stderr: bytes) -> str:
     text = stderr.decode(errors="replace").strip()
     return text.splitlines()[0] if text else "(no error output)"
-
-
-def where(database: str | None = None) -> str:
-    """host:port/database of the libpq environment, for messages."""
-    e = os.environ
-    return f"{e.get('PGHOST', 'localhost')}:{e.get('PGPORT', '5432')}/{database or e.get('PGDATABASE', '')}"
 
 
 def quote_ident(name: str) -> str:
@@ -105,43 +95,44 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def query(sql: str, database: str | None = None, error: type[BackupError] = SourceError,
-          client: Client | None = None, options: str | None = None) -> list[list[str]]:
+def query(sql: str, database: str | None = None, error: type[BackupError] = SourceError, *,
+          client: Client, options: str | None = None) -> list[list[str]]:
     """Rows of a query via psql (unaligned, tab-separated); `options` are the session's PGOPTIONS."""
     env = {**CLIENT_ENV}
     if database:
         env["PGDATABASE"] = database
     if options is not None:
         env["PGOPTIONS"] = options
-    psql = (client or newest()).program("psql")
+    psql = client.program("psql")
     result = proc.run([psql, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql], env=env, error=error)
     if result.returncode != 0:
-        raise error(f"PostgreSQL at {where(database)} failed: {_first_error(result.stderr)}")
+        raise error(f"PostgreSQL at {libpq_where(database)} failed: {_first_error(result.stderr)}")
     out = result.stdout.decode()
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def query_json(sql: str, database: str | None = None, error: type[BackupError] = TargetError,
-               client: Client | None = None) -> Any:
+def query_json(sql: str, database: str | None = None, error: type[BackupError] = TargetError, *,
+               client: Client) -> Any:
     """The one JSON value a query returns (text with tabs or newlines survives)."""
-    rows = query(sql, database, error, client)
+    rows = query(sql, database, error, client=client)
     return json.loads(rows[0][0]) if rows and rows[0] and rows[0][0] else None
 
 
-def execute(sql: str, database: str, error: type[BackupError] = TargetError, client: Client | None = None,
+def execute(sql: str, database: str, error: type[BackupError] = TargetError, *, client: Client,
             what: str = "") -> None:
     """A script in one transaction (psql --single-transaction, ON_ERROR_STOP)."""
     env = {**CLIENT_ENV, "PGDATABASE": database}
-    psql = (client or newest()).program("psql")
+    psql = client.program("psql")
     result = proc.run([psql, "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"], env=env,
                       stdin=sql.encode(), error=error)
     if result.returncode != 0:
-        raise error(f"{what or 'SQL'} at {where(database)} failed: {_first_error(result.stderr)}")
+        raise error(f"{what or 'SQL'} at {libpq_where(database)} failed: {_first_error(result.stderr)}")
 
 
-def server_version(database: str | None, error: type[BackupError]) -> tuple[str, int]:
+def server_version(database: str | None, error: type[BackupError], client: Client) -> tuple[str, int]:
     """(version text, major) of the server the libpq environment points at."""
-    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')", database, error)
+    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')", database, error,
+                 client=client)
     return rows[0][1], int(rows[0][0]) // 10000
 
 
@@ -151,37 +142,34 @@ def server_version(database: str | None, error: type[BackupError]) -> tuple[str,
 @dataclass(frozen=True)
 class PgSource:
     server_version: str
-    server_major: int
-    client_major: int
+    client: Client  # pg_dump, pg_dumpall and psql of the backup
 
 
-def dump_client(server_major: int, version: str) -> Client:
+def dump_client(found: Clients, server_major: int, version: str) -> Client:
     """The lowest client major at least the server's: pg_dump refuses a newer server."""
-    found = clients()
     fitting = [m for m in found if m >= server_major]
     if not fitting:
         raise SourceError(
-            f"pg_dump {max(found)} is older than the PostgreSQL {server_major} server at {where()} (version {version}): "
+            f"pg_dump {max(found)} is older than the PostgreSQL {server_major} server at {libpq_where()} (version {version}): "
             f"a dump needs a client of at least the server's major version, and this image has PostgreSQL clients "
             f"{majors_text(found)}"
         )
     if server_major < min(found):
         raise SourceError(
-            f"the PostgreSQL {version} server at {where()} is older than every PostgreSQL client in this image "
+            f"the PostgreSQL {version} server at {libpq_where()} is older than every PostgreSQL client in this image "
             f"({majors_text(found)}): its sets could be restored only into a server of those majors; "
             f"supported servers are PostgreSQL {min(found)} to {max(found)}"
         )
     return found[min(fitting)]
 
 
-def check_source() -> PgSource:
+def check_source(found: Clients) -> PgSource:
     """Connect, read the server version and pick the pg_dump for it (refuses a server the image can't serve)."""
-    version, major = server_version(None, SourceError)
-    client = dump_client(major, version)
-    return PgSource(version, major, client.major)
+    version, major = server_version(None, SourceError, newest(found))
+    return PgSource(version, dump_client(found, major, version))
 
 
-def largest_table_share() -> float | None:
+def largest_table_share(client: Client) -> float | None:
     """The biggest table's share of all table data: a restore's --jobs can load different tables at
     once but not split one, so a set dominated by one table is better streamed (see pgrestore).
     None when it can't be told at once: pg_table_size waits for a table another session holds
@@ -190,7 +178,7 @@ def largest_table_share() -> float | None:
         rows = query("SET lock_timeout = '1s'; SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM ("
                      "SELECT pg_table_size(c.oid) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                      " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                     " AND n.nspname NOT LIKE 'pg_toast%') t")
+                     " AND n.nspname NOT LIKE 'pg_toast%') t", client=client)
     except SourceError as exc:
         log.warning("the biggest table's share of the data is not recorded: a table is locked", error=str(exc))
         return None
@@ -198,30 +186,22 @@ def largest_table_share() -> float | None:
     return round(largest / total, 3) if total else 0.0
 
 
-def _source_client() -> Client:
-    version, major = server_version(None, SourceError)
-    return dump_client(major, version)
-
-
-def dump(compression_env: dict[str, str] | None = None, client: Client | None = None) -> Iterator[bytes]:
+def dump(client: Client) -> Iterator[bytes]:
     """`pg_dump -Fc -Z0` of PGDATABASE as a stream (the tool compresses it itself, with zstd)."""
-    client = client or _source_client()
     argv = [client.program("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
-    return proc.stream_stdout(argv, {**CLIENT_ENV, **(compression_env or {})},
-                              lambda msg: SourceError(f"pg_dump of {where()} failed: {msg}"))
+    return proc.stream_stdout(argv, CLIENT_ENV, lambda msg: SourceError(f"pg_dump of {libpq_where()} failed: {msg}"))
 
 
-def dump_globals(client: Client | None = None) -> bytes | None:
+def dump_globals(client: Client) -> bytes | None:
     """`pg_dumpall --globals-only --no-role-passwords` (small, kept in memory), or None where roles
     cannot be read (managed servers deny it to non-superusers)."""
-    client = client or _source_client()
     argv = [client.program("pg_dumpall"), "--globals-only", "--no-role-passwords", "--no-password"]
     result = proc.run(argv, env=CLIENT_ENV, timeout=proc.command_timeout(), error=SourceError)
     if result.returncode != 0:
         message = _first_error(result.stderr)
         if "permission denied" in message:
             return None
-        raise SourceError(f"pg_dumpall --globals-only of {where()} failed "
+        raise SourceError(f"pg_dumpall --globals-only of {libpq_where()} failed "
                           f"({proc.describe_exit('pg_dumpall', result.returncode)}): {message}")
     return result.stdout
 
@@ -229,18 +209,17 @@ def dump_globals(client: Client | None = None) -> bytes | None:
 # --- restore -----------------------------------------------------------------------------------
 
 
-def restore_client(server_major: int, version: str, archive_major: int | None, what: str,
+def restore_client(found: Clients, server_major: int, version: str, archive_major: int | None, what: str,
                    database: str | None = None) -> Client:
     """pg_restore of exactly the target's major, able to read an archive of `archive_major`."""
-    found = clients()
     if server_major not in found:
         raise TargetError(
-            f"cannot restore {what} into the PostgreSQL {version} server at {where(database)}: pg_restore must be of "
+            f"cannot restore {what} into the PostgreSQL {version} server at {libpq_where(database)}: pg_restore must be of "
             f"the server's major version ({server_major}), and this image has PostgreSQL clients {majors_text(found)} only"
         )
     if archive_major is not None and archive_major > server_major:
         raise TargetError(
-            f"cannot restore {what} into the PostgreSQL {version} server at {where(database)}: it was dumped by "
+            f"cannot restore {what} into the PostgreSQL {version} server at {libpq_where(database)}: it was dumped by "
             f"pg_dump {archive_major}, and pg_restore {server_major} (the server's major) cannot read the archive of a "
             f"newer pg_dump; restore it into a PostgreSQL {archive_major} server or newer (this image has PostgreSQL "
             f"clients {majors_text(found)})"
@@ -254,7 +233,7 @@ def manifest_dump_major(manifest: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
-def user_object_count(database: str) -> int:
+def user_object_count(database: str, client: Client) -> int:
     rows = query(
         "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         "  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
@@ -264,18 +243,19 @@ def user_object_count(database: str) -> int:
         "  AND nspname NOT LIKE 'pg_%')",
         database,
         error=TargetError,
+        client=client,
     )
     return int(rows[0][0])
 
 
-def database_exists(database: str) -> bool:
+def database_exists(database: str, client: Client) -> bool:
     rows = query(f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(database)}", "postgres",
-                 error=TargetError)
+                 error=TargetError, client=client)
     return rows[0][0] == "1"
 
 
-def drop_database(database: str) -> None:
-    query(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)", "postgres", error=TargetError)
+def drop_database(database: str, client: Client) -> None:
+    query(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)", "postgres", error=TargetError, client=client)
 
 
 def seekable(archive: Path) -> None:
@@ -289,29 +269,6 @@ def seekable(archive: Path) -> None:
         log.warning("archive data offsets not set; pg_restore --jobs will read through it", error=str(exc))
         return
     log.info("archive data offsets set", entries=patched, seconds=round(time.monotonic() - started, 2))
-
-
-MEMORY_RE = re.compile(r"^(\d+)(MB|GB)$")
-
-
-def restore_options() -> str:
-    """PGOPTIONS of the restore's sessions (only they, not the server, get these settings).
-
-    synchronous_commit=off: a restore that crashes is rerun from the verified set anyway, so
-    waiting for each commit's WAL flush buys nothing. maintenance_work_mem: index builds sort in
-    memory instead of in temporary files; RESTORE_MAINTENANCE_WORK_MEM (64MB..2GB, default
-    512MB) bounds it, and pg_restore --jobs N can run N builds at once. RESTORE_PGOPTIONS
-    replaces the whole string.
-    """
-    explicit = os.environ.get("RESTORE_PGOPTIONS")
-    if explicit is not None:
-        return explicit
-    raw = os.environ.get("RESTORE_MAINTENANCE_WORK_MEM") or "512MB"
-    match = MEMORY_RE.match(raw)
-    megabytes = int(match.group(1)) * (1024 if match.group(2) == "GB" else 1) if match else 0
-    if not 64 <= megabytes <= 2048:
-        raise ConfigError(f"RESTORE_MAINTENANCE_WORK_MEM={raw!r} must be 64MB..2GB, written like 512MB or 1GB")
-    return f"-c synchronous_commit=off -c maintenance_work_mem={megabytes}MB"
 
 
 STREAM_CHUNK = 1 << 20
@@ -338,16 +295,18 @@ def archive_input(archive: Path) -> tuple[list[str], Callable[[BinaryIO], None] 
     return [], decompress
 
 
-def restore(archive: Path, database: str, jobs: int, client: Client, no_owner: bool = False) -> None:
+def restore(archive: Path, database: str, jobs: int, client: Client, session_options: str,
+            no_owner: bool = False) -> None:
     """pg_restore --jobs N --exit-on-error into `database`, which holds nothing of the archive yet
     (no --clean: a restore never drops objects). Owners and grants are kept unless `no_owner`.
+    `session_options`: the PGOPTIONS of its sessions (settings.restore_pg_options).
     A streamed archive is read once, in order, by one pg_restore connection."""
     if streamed(archive):
         jobs = 1
     elif jobs > 1:
         seekable(archive)
     source, feed = archive_input(archive)
-    env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": restore_options()}
+    env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": session_options}
     argv = [client.program("pg_restore"), f"--jobs={jobs}", "--no-password", "--exit-on-error",
             *(["--no-owner"] if no_owner else []), f"--dbname={database}", *source]
     started = time.monotonic()
@@ -356,7 +315,7 @@ def restore(archive: Path, database: str, jobs: int, client: Client, no_owner: b
              client_major=client.major, no_owner=no_owner, seconds=round(time.monotonic() - started, 2),
              exit_status=result.returncode)
     if result.returncode != 0:
-        raise TargetError(f"pg_restore into {where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
+        raise TargetError(f"pg_restore into {libpq_where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
                           f"{without_row_data(result.stderr)[-2000:]}")
 
 

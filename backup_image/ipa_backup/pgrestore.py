@@ -23,6 +23,7 @@ from typing import Any
 
 from ipa_backup import archive as archive_format
 from ipa_backup import log, pg, proc
+from ipa_backup.config import libpq_where
 from ipa_backup.errors import IntegrityError, TargetError
 from ipa_backup.pg import Token, quote_ident, quote_literal
 
@@ -39,6 +40,7 @@ NAME_MAX_BYTES = 63  # PostgreSQL's identifier limit
 @dataclass(frozen=True)
 class Options:
     jobs: int
+    session_options: str  # PGOPTIONS of the restore's sessions (settings.restore_pg_options)
     no_owner: bool = False
     with_globals: bool = False
     keep_old: bool = False
@@ -49,6 +51,7 @@ class Target:
     database: str
     set_id: str
     client: pg.Client  # of exactly the server's major
+    clients: pg.Clients  # all the image has: the archive's own pg_dump version is checked against them later
     server_version: str
     dump_major: int | None  # from the manifest
     exists: bool
@@ -60,19 +63,19 @@ def streams(manifest: dict[str, Any], jobs: int) -> bool:
     return jobs == 1 or (isinstance(share, int | float) and share >= STREAM_TABLE_SHARE)
 
 
-def check_server(database: str, manifest: dict[str, Any], set_id: str) -> Target:
+def check_server(database: str, manifest: dict[str, Any], set_id: str, clients: pg.Clients) -> Target:
     """Pick pg_restore for the target server, or refuse the pairing; reads only, before any download."""
-    version, major = pg.server_version("postgres", TargetError)
+    version, major = pg.server_version("postgres", TargetError, pg.newest(clients))
     dump_major = pg.manifest_dump_major(manifest)
-    client = pg.restore_client(major, version, dump_major, f"set {set_id}", database)
-    return Target(database, set_id, client, version, dump_major, pg.database_exists(database))
+    client = pg.restore_client(clients, major, version, dump_major, f"set {set_id}", database)
+    return Target(database, set_id, client, clients, version, dump_major, pg.database_exists(database, client))
 
 
-def check_target(database: str, force: bool, manifest: dict[str, Any], set_id: str) -> Target:
+def check_target(database: str, force: bool, manifest: dict[str, Any], set_id: str, clients: pg.Clients) -> Target:
     """check_server, and refuse a non-empty target without --force."""
-    target = check_server(database, manifest, set_id)
+    target = check_server(database, manifest, set_id, clients)
     if target.exists:
-        objects = pg.user_object_count(database)
+        objects = pg.user_object_count(database, target.client)
         if objects and not force:
             raise TargetError(f"PostgreSQL target database {database!r} is not empty ({objects} objects); "
                               "restore refuses to overwrite it without --force")
@@ -90,7 +93,7 @@ def check_swap_rights(target: Target) -> None:
         "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'MEMBER'),"
         " pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') FROM pg_roles r, pg_database d"
         f" WHERE r.rolname = current_user AND d.datname = {quote_literal(target.database)}",
-        "postgres", TargetError, target.client)
+        "postgres", TargetError, client=target.client)
     superuser, createdb, owner, signal = (value == "t" for value in rows[0])
     missing = [] if superuser else [need for need, has in (("CREATEDB", createdb),
                                                               (f"membership in the owner of {target.database!r}", owner),
@@ -111,7 +114,8 @@ def read_archive(target: Target, archive: Path) -> archive_format.Toc:
     if target.dump_major is not None and dump_major != target.dump_major:
         raise IntegrityError(f"the archive of set {target.set_id} was written by pg_dump {dump_major}, "
                              f"but its manifest records pg_dump {target.dump_major}")
-    pg.restore_client(target.client.major, target.server_version, dump_major, f"set {target.set_id}", target.database)
+    pg.restore_client(target.clients, target.client.major, target.server_version, dump_major, f"set {target.set_id}",
+                      target.database)
     return toc
 
 
@@ -281,7 +285,7 @@ def check_roles(target: Target, toc: archive_format.Toc, options: Options, globa
         hint = ("restore with --with-globals to create the set's roles first (a new server)"
                 + (", or with --no-owner to give every object to the restoring user" if only_owners else "")
                 + ", or create them by hand")
-        raise TargetError(f"the PostgreSQL server at {pg.where(target.database)} lacks {len(missing)} role(s) that set "
+        raise TargetError(f"the PostgreSQL server at {libpq_where(target.database)} lacks {len(missing)} role(s) that set "
                           f"{target.set_id} needs: {detail}. Nothing was changed: {hint}")
     if owners and not server.get("super"):
         check_membership(target, sorted(r for r in need if r in existing), str(server.get("user")))
@@ -348,7 +352,7 @@ def create_like_archive(database: str, toc: archive_format.Toc, client: pg.Clien
             options = entry.defn[tokens[4].start:tokens[-1].end]
     if owner and entry is not None and entry.owner:
         options += f" OWNER = {quote_ident(entry.owner)}"
-    pg.query(f"CREATE DATABASE {quote_ident(database)} WITH {options}", "postgres", TargetError, client)
+    pg.query(f"CREATE DATABASE {quote_ident(database)} WITH {options}", "postgres", TargetError, client=client)
 
 
 def apply_archive_database_entries(database: str, toc: archive_format.Toc, client: pg.Client) -> None:
@@ -412,7 +416,7 @@ def live_properties(database: str, client: pg.Client) -> dict[str, Any]:
         "   ELSE pg_get_userbyid(s.setrole) END, 'config', s.setconfig)) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid))"
         f" FROM pg_database d WHERE d.datname = {quote_literal(database)}", "postgres", client=client)
     if not props:
-        raise TargetError(f"database {database} disappeared from {pg.where(database)} during the restore")
+        raise TargetError(f"database {database} disappeared from {libpq_where(database)} during the restore")
     return props
 
 
@@ -430,7 +434,7 @@ def create_like_live(database: str, props: dict[str, Any], client: pg.Client, ow
     options.append(f"CONNECTION LIMIT = {int(props['connlimit'])}")
     if owner:
         options.append(f"OWNER = {quote_ident(props['owner'])}")
-    pg.query(f"CREATE DATABASE {quote_ident(database)} WITH {' '.join(options)}", "postgres", TargetError, client)
+    pg.query(f"CREATE DATABASE {quote_ident(database)} WITH {' '.join(options)}", "postgres", TargetError, client=client)
 
 
 def carry_properties(database: str, props: dict[str, Any], client: pg.Client) -> None:
@@ -493,7 +497,7 @@ def swap(live: str, new: str, old: str, client: pg.Client) -> None:
 
 def _drop_quietly(database: str, client: pg.Client) -> None:
     try:
-        pg.query(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)", "postgres", TargetError, client)
+        pg.query(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)", "postgres", TargetError, client=client)
         log.info("restore database dropped", database=database)
     except TargetError as exc:
         log.error("the failed restore's database was not dropped; drop it by hand", database=database, error=str(exc))
@@ -560,7 +564,7 @@ class Prepared:
             return result
         try:
             pg.query(f"DROP DATABASE {quote_ident(self.previous)} WITH (FORCE)", "postgres", TargetError,
-                     self.target.client)
+                     client=self.target.client)
             log.info("previous database dropped", database=self.previous)
         except TargetError as exc:
             log.warning("previous database not dropped; drop it by hand", database=self.previous, error=str(exc))
@@ -585,13 +589,13 @@ def prepare(target: Target, toc: archive_format.Toc, archive: Path, archive_byte
             apply_globals(target, globals_plan)
         if previous is None:
             create_like_archive(database, toc, client, owner=not options.no_owner)
-            pg.restore(archive, database, options.jobs, client, options.no_owner)
+            pg.restore(archive, database, options.jobs, client, options.session_options, options.no_owner)
             apply_archive_database_entries(database, toc, client)
         else:
             props = live_properties(target.database, client)
             log.info("restoring beside the live database", database=target.database, restore_database=database)
             create_like_live(database, props, client, owner=not options.no_owner)
-            pg.restore(archive, database, options.jobs, client, options.no_owner)
+            pg.restore(archive, database, options.jobs, client, options.session_options, options.no_owner)
             verify_rows(archive, archive_bytes, database, client)
             carry_properties(database, props, client)
     except BaseException:
@@ -600,27 +604,15 @@ def prepare(target: Target, toc: archive_format.Toc, archive: Path, archive_byte
     return prepared
 
 
-def restore(target: Target, toc: archive_format.Toc, archive: Path, archive_bytes: int, globals_plan: Globals | None,
-            options: Options) -> dict[str, Any]:
-    """Restore into the target and put it in place at once (a restore of PostgreSQL alone)."""
-    prepared = prepare(target, toc, archive, archive_bytes, globals_plan, options)
-    try:
-        prepared.commit()
-    except BaseException:
-        prepared.abandon()
-        raise
-    return prepared.finish()
-
-
-def drill_restore(target: Target, toc: archive_format.Toc, archive: Path, jobs: int) -> None:
+def drill_restore(target: Target, toc: archive_format.Toc, archive: Path, options: Options) -> None:
     """The drill's restore into its scratch database (dropped and recreated): owners kept where the
     drill's user may give objects to them, as a restore does."""
     try:
-        check_roles(target, toc, Options(jobs), None, database_level=False)
+        check_roles(target, toc, options, None, database_level=False)
         no_owner = False
     except NotMemberError as exc:
         log.info("drill restores without owners: its user cannot act as every owner", detail=str(exc))
         no_owner = True
-    pg.drop_database(target.database)
+    pg.drop_database(target.database, target.client)
     create_like_archive(target.database, toc, target.client, owner=not no_owner)
-    pg.restore(archive, target.database, jobs, target.client, no_owner)
+    pg.restore(archive, target.database, options.jobs, target.client, options.session_options, no_owner)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -18,22 +17,23 @@ from ipa_backup.errors import ConfigError, TargetError
 from ipa_backup.sets import fetch_verified, read_manifest
 from ipa_backup.storage import BlobStore
 
-DRILL_SUFFIX = "_restore_drill"
 
-
-def workdir() -> Path:
+def workdir(settings: Settings) -> Path:
     """Staging for the uncompressed files (pg_restore --jobs needs a seekable archive)."""
-    return Path(tempfile.mkdtemp(prefix="ipa-backup-", dir=os.environ.get("BACKUP_WORK_DIR") or None))
+    return Path(tempfile.mkdtemp(prefix="ipa-backup-", dir=settings.work_dir))
 
 
-def check_targets(database: str | None, redis_target: RedisTarget | None, force: bool,
-                  manifest: dict[str, Any] | None = None, set_id: str = "") -> pgrestore.Target | None:
+def check_targets(settings: Settings, database: str | None, redis_target: RedisTarget | None, force: bool,
+                  manifest: dict[str, Any], set_id: str) -> pgrestore.Target | None:
     """Refuse targets the image's clients can't serve, and non-empty ones unless forced; reads only."""
-    pg_plan = pgrestore.check_target(database, force, manifest or {}, set_id) if database else None
+    pg_plan = None
+    if database:
+        clients = pg.clients(settings.pg_clients_root, settings.pg_bin_dir)
+        pg_plan = pgrestore.check_target(database, force, manifest, set_id, clients)
     if redis_target is not None:
         # Which of its databases must be empty depends on the set: its manifest names them (a set from
         # before it did is checked after the download, still before anything is written).
-        redis_dbs = redis_ops.manifest_dbs(redis_ops.manifest_layout(manifest or {}))
+        redis_dbs = redis_ops.manifest_dbs(redis_ops.manifest_layout(manifest))
         if redis_dbs is None:
             redis_ops.check_target(redis_target)
         else:
@@ -52,18 +52,16 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
         raise ConfigError("no Redis target: set REDIS_URL or --redis-url")
     redis_target = RedisTarget.parse(redis_url) if redis_url and only != "postgres" else None
     pg_target = database if only != "redis" else None
-    if pg_target:
-        pg.restore_options()  # a bad setting fails here, before any download or target change
     started_all = time.monotonic()
     store = BlobStore(settings)
     info = store.find_set(set_id)
     # The manifest, checked against the set's folder, names the set's pg_dump major: a bad set or an
     # unsupported pairing is refused before any download.
     manifest = read_manifest(store, info)
-    pg_plan = check_targets(pg_target, redis_target, force, manifest, info.set_id)
+    pg_plan = check_targets(settings, pg_target, redis_target, force, manifest, info.set_id)
     summary: dict[str, Any] = {}
     durations: dict[str, float] = {"find_and_check": time.monotonic() - started_all}
-    work = workdir()
+    work = workdir(settings)
     try:
         with ExitStack() as stack:
             started = time.monotonic()
@@ -78,7 +76,8 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
                 archive_bytes = next(int(f.get("raw_size") or f["size"]) for f in manifest["files"]
                                      if f["name"] == "postgres.dump.zst")
                 toc = pgrestore.read_archive(pg_plan, archive)
-                options = pgrestore.Options(settings.restore_jobs, no_owner, with_globals, keep_old)
+                options = pgrestore.Options(settings.restore_jobs, settings.restore_pg_options, no_owner, with_globals,
+                                            keep_old)
                 globals_path = paths.get("postgres-globals.sql.zst")
                 globals_sql = globals_path.read_text(encoding="utf-8") if with_globals and globals_path else None
                 globals_plan = pgrestore.check_roles(pg_plan, toc, options, globals_sql)
@@ -160,21 +159,17 @@ def scratch_redis(databases: int = 16) -> Iterator[RedisTarget]:
 
 def drill(settings: Settings) -> dict[str, Any]:
     """Restore the newest complete set into scratch targets and compare it with the archive itself."""
-    if not settings.pg_database:
+    scratch_db = settings.drill_database  # config refused a name not ending in DRILL_SUFFIX
+    if not settings.pg_database or not scratch_db:
         raise ConfigError("PGDATABASE is not set: the drill derives its scratch database name from it")
-    scratch_db = os.environ.get("DRILL_PGDATABASE") or f"{settings.pg_database}{DRILL_SUFFIX}"
-    if not scratch_db.endswith(DRILL_SUFFIX):
-        # The drill drops and recreates its scratch database: never one an application may use.
-        raise ConfigError(f"DRILL_PGDATABASE={scratch_db!r} must end with {DRILL_SUFFIX!r}: the drill drops and "
-                          "recreates that database")
-    pg.restore_options()
     store = BlobStore(settings)
     info = store.find_set(None)
     manifest = read_manifest(store, info)  # checked against the set's folder
-    pg_plan = pgrestore.check_server(scratch_db, manifest, info.set_id)  # before any download
+    clients = pg.clients(settings.pg_clients_root, settings.pg_bin_dir)
+    pg_plan = pgrestore.check_server(scratch_db, manifest, info.set_id, clients)  # before any download
     checks: list[dict[str, Any]] = []
     durations: dict[str, float] = {}
-    work = workdir()
+    work = workdir(settings)
     started_all = time.monotonic()
     try:
         manifest, paths = fetch_verified(store, info, work, manifest=manifest)
@@ -183,7 +178,8 @@ def drill(settings: Settings) -> dict[str, Any]:
         # PostgreSQL into a scratch database the drill owns.
         started = time.monotonic()
         archive = paths["postgres.dump.zst"]
-        pgrestore.drill_restore(pg_plan, pgrestore.read_archive(pg_plan, archive), archive, settings.restore_jobs)
+        pgrestore.drill_restore(pg_plan, pgrestore.read_archive(pg_plan, archive), archive,
+                                pgrestore.Options(settings.restore_jobs, settings.restore_pg_options))
         durations["postgres"] = time.monotonic() - started
         compared = pg.compare_with_archive(archive, scratch_db, pg_plan.client)
         checks.append({"name": "postgres row counts", "passed": not compared.bad_counts,
@@ -193,7 +189,7 @@ def drill(settings: Settings) -> dict[str, Any]:
                        or f"first {pg.SAMPLE_ROWS} rows of {compared.tables} tables match"})
         # Redis into a scratch instance, or into DRILL_REDIS_URL's server, whose databases of the set must be empty.
         started = time.monotonic()
-        drill_url = os.environ.get("DRILL_REDIS_URL")
+        drill_url = settings.drill_redis_url
         databases = redis_ops.helper_databases(redis_ops.manifest_layout(manifest))
         with redis_ops.loaded_rdb(paths["redis.rdb.zst"], databases) as loaded, \
                 _redis_scratch(drill_url, redis_ops.database_count(loaded)) as target:
@@ -205,8 +201,8 @@ def drill(settings: Settings) -> dict[str, Any]:
                 if drill_url:
                     redis_ops.discard(target, sorted(copied), "drill's copy removed from DRILL_REDIS_URL")
         passed = all(c["passed"] for c in checks)
-        if os.environ.get("DRILL_KEEP") != "1":
-            pg.drop_database(scratch_db)
+        if not settings.drill_keep:
+            pg.drop_database(scratch_db, pg_plan.client)
         return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "passed": passed,
                 "checks": checks, "durations": {k: round(v, 3) for k, v in durations.items()},
                 "total_seconds": round(time.monotonic() - started_all, 3)}
@@ -217,7 +213,7 @@ def drill(settings: Settings) -> dict[str, Any]:
 @contextmanager
 def _redis_scratch(url: str | None, databases: int) -> Iterator[RedisTarget]:
     if url:
-        yield RedisTarget.parse(url)
+        yield RedisTarget.parse(url, "DRILL_REDIS_URL")
     else:
         with scratch_redis(databases) as target:
             yield target

@@ -66,8 +66,8 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     assert target is not None
     store = BlobStore(settings)
     # Every check before the first byte is written, so a bad source leaves nothing behind.
-    source = pg.check_source()
-    table_share = pg.largest_table_share()
+    source = pg.check_source(pg.clients(settings.pg_clients_root, settings.pg_bin_dir))
+    table_share = pg.largest_table_share(source.client)
     redis_version = redis_ops.check(target)
     store.ensure_container()
     now = datetime.now(UTC)
@@ -88,8 +88,8 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         return entry
 
     started, captured = time.monotonic(), time.time()  # the dump's snapshot is taken after this instant
-    entry = upload("postgres.dump.zst", "postgres", pg.dump())
-    globals_sql = pg.dump_globals()
+    entry = upload("postgres.dump.zst", "postgres", pg.dump(source.client))
+    globals_sql = pg.dump_globals(source.client)
     if globals_sql is None:
         log.warning("roles not readable on this server (managed PostgreSQL): globals not dumped")
     else:
@@ -109,7 +109,7 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         "captured_at_epoch": captured,
         "targets": {
             "postgres": {"captured_at_epoch": captured, "database": settings.pg_database,
-                         "server_version": source.server_version, "client_major": source.client_major,
+                         "server_version": source.server_version, "client_major": source.client.major,
                          "largest_table_share": table_share, "duration_seconds": round(results["postgres"][1], 3)},
             "redis": {"captured_at_epoch": captured_redis, "server_version": redis_version,
                       "keyspace": layout["keyspace"], "databases": layout["databases"],

@@ -40,8 +40,12 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def image_rootfs() -> Path:
-    """The image's userland, with the tool built from this checkout."""
+def image_rootfs(request: pytest.FixtureRequest) -> Path:
+    """The image's userland, with the tool built from this checkout. Only tests marked `services` run
+    the image's tool; when none of this folder's is selected (`make unit`), nothing is built."""
+    here = Path(__file__).parent
+    if not any(item.get_closest_marker("services") and here in item.path.parents for item in request.session.items):
+        return IMAGE_ROOTFS
     result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "image-rootfs.sh")], capture_output=True, text=True,
                             timeout=900, check=False)
     assert result.returncode == 0, f"make image-rootfs failed:\n{result.stdout}{result.stderr}"

@@ -20,6 +20,8 @@ from devservices.postgres import PostgresServer
 from devservices.process import free_port
 from devservices.redis import RedisServer
 
+pytestmark = pytest.mark.services
+
 
 def error_of(stderr: str) -> dict[str, object]:
     """The final structured error line."""

@@ -9,10 +9,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 from conftest import REDIS_PASSWORD, World, other_redis
 
 from devservices.redis import RedisServer
+
+pytestmark = pytest.mark.services
 
 LEDGER = """
 CREATE TABLE ledger_accounts (id int PRIMARY KEY, balance bigint NOT NULL);

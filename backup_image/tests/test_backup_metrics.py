@@ -1,16 +1,20 @@
-"""Metrics pushed to a real Pushgateway (SPEC §4): only on success, with pushadd, and captured-at as the timestamp."""
+"""Metrics pushed to a real Pushgateway (docs/monitoring/metrics.md): only on success, with pushadd, and
+captured-at as the timestamp."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 from conftest import World
 from prometheus_client.parser import text_string_to_metric_families
 
 from devservices.prometheus import pushgateway
+
+pytestmark = pytest.mark.services
 
 
 def pushed(url: str) -> dict[tuple[str, str], float]:

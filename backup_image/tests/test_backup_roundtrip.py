@@ -14,6 +14,8 @@ from conftest import World
 from devservices.image import IMAGE_UID, image_path, image_workdir
 from devservices.process import ServiceError
 
+pytestmark = pytest.mark.services
+
 
 def test_backup_restore_round_trip_keeps_everything(world: World) -> None:
     pg_before = world.pg.psql(data.PG_FINGERPRINT, world.database)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from ipa_backup import config
@@ -74,17 +77,83 @@ def test_settings_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.load().compression_level == 3
 
 
-def test_restore_session_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ipa_backup.pg import restore_options
+PACKAGE = Path(config.__file__).parent
+README = PACKAGE.parent / "README.md"
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]+$")
 
-    monkeypatch.delenv("RESTORE_PGOPTIONS", raising=False)
-    monkeypatch.delenv("RESTORE_MAINTENANCE_WORK_MEM", raising=False)
-    assert restore_options() == "-c synchronous_commit=off -c maintenance_work_mem=512MB"
-    monkeypatch.setenv("RESTORE_MAINTENANCE_WORK_MEM", "1GB")
-    assert restore_options().endswith("maintenance_work_mem=1024MB")
+
+@pytest.fixture
+def storage_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The least environment config.load() accepts, and none of the settings these tests vary."""
+    for name in names_config_reads():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BACKUP_CONTAINER", "backups")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+    return monkeypatch
+
+
+def test_restore_session_options(storage_env: pytest.MonkeyPatch) -> None:
+    assert config.load().restore_pg_options == "-c synchronous_commit=off -c maintenance_work_mem=512MB"
+    storage_env.setenv("RESTORE_MAINTENANCE_WORK_MEM", "1GB")
+    assert config.load().restore_pg_options.endswith("maintenance_work_mem=1024MB")
     for bad in ("4GB", "16MB", "lots", "512"):
-        monkeypatch.setenv("RESTORE_MAINTENANCE_WORK_MEM", bad)
-        with pytest.raises(ConfigError, match="RESTORE_MAINTENANCE_WORK_MEM"):
-            restore_options()
-    monkeypatch.setenv("RESTORE_PGOPTIONS", "-c work_mem=8MB")  # replaces the whole string
-    assert restore_options() == "-c work_mem=8MB"
+        storage_env.setenv("RESTORE_MAINTENANCE_WORK_MEM", bad)
+        with pytest.raises(ConfigError, match=f"RESTORE_MAINTENANCE_WORK_MEM='{bad}' must be 64MB..2GB"):
+            config.load()
+    storage_env.setenv("RESTORE_PGOPTIONS", "-c work_mem=8MB")  # replaces the whole string
+    assert config.load().restore_pg_options == "-c work_mem=8MB"
+
+
+def test_client_work_and_drill_settings(storage_env: pytest.MonkeyPatch) -> None:
+    settings = config.load()
+    assert (settings.pg_clients_root, settings.pg_bin_dir, settings.work_dir) == (Path("/usr/lib/postgresql"), None, None)
+    assert (settings.drill_database, settings.drill_redis_url, settings.drill_keep) == (None, None, False)
+    storage_env.setenv("PGDATABASE", "app")
+    storage_env.setenv("PG_CLIENTS_ROOT", "/opt/pg")
+    storage_env.setenv("PG_BIN_DIR", "/opt/pg/16/bin")
+    storage_env.setenv("BACKUP_WORK_DIR", "/work")
+    storage_env.setenv("DRILL_KEEP", "1")
+    settings = config.load()
+    assert (settings.pg_clients_root, settings.pg_bin_dir, settings.work_dir) == (Path("/opt/pg"), Path("/opt/pg/16/bin"),
+                                                                                  "/work")
+    assert (settings.drill_database, settings.drill_keep) == ("app_restore_drill", True)
+    storage_env.setenv("DRILL_PGDATABASE", "scratch_restore_drill")
+    assert config.load().drill_database == "scratch_restore_drill"
+    for name, value, message in (
+        ("DRILL_PGDATABASE", "app", "DRILL_PGDATABASE='app' must end with '_restore_drill'"),
+        ("DRILL_KEEP", "yes", "DRILL_KEEP='yes' is not a flag; accepted 1 (yes) or 0 (no)"),
+        ("DRILL_REDIS_URL", "http://x", "DRILL_REDIS_URL must start with redis:// or rediss://"),
+    ):
+        with storage_env.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(ConfigError, match=re.escape(message)):
+                config.load()
+
+
+def names_config_reads() -> set[str]:
+    """The environment variables config.py names: every all-capitals string it passes to a call
+    (os.environ.get and its own readers: _int, _float, _flag, _first_set)."""
+    tree = ast.parse((PACKAGE / "config.py").read_text())
+    return {arg.value for node in ast.walk(tree) if isinstance(node, ast.Call) for arg in node.args
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ENV_NAME.match(arg.value)}
+
+
+def names_readme_lists() -> set[str]:
+    """The variables in the first column of README.md's environment table."""
+    section = README.read_text().split("## Environment", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for cell in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+
+
+def test_the_readme_lists_exactly_the_variables_config_reads() -> None:
+    config_names, readme_names = names_config_reads(), names_readme_lists()
+    assert "BACKUP_CONTAINER" in config_names and "DRILL_KEEP" in config_names  # the scan finds them
+    assert readme_names - config_names == set(), "README.md lists variables config.py does not read"
+    assert config_names - readme_names == set(), "config.py reads variables README.md does not list"
+
+
+def test_only_config_reads_the_environment() -> None:
+    for module in sorted(PACKAGE.glob("*.py")):
+        if module.name != "config.py":
+            text = module.read_text()
+            assert not re.search(r"os\.environ\.get|os\.environ\[|os\.getenv", text), f"{module.name} reads the environment"

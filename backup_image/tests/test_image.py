@@ -17,6 +17,9 @@ from test_signals import table_locked, wait_for_child
 
 from devservices.image import IMAGE_ROOTFS, IN_IMAGE
 
+# Every test runs the image built by `make setup` (scripts/image-rootfs.sh), which `make unit` does not build.
+pytestmark = pytest.mark.services
+
 IMAGE_DIR = REPO_ROOT / "backup_image"
 
 
@@ -82,7 +85,6 @@ def test_image_carries_one_postgres_client_per_supported_major() -> None:
         assert f"(PostgreSQL) {major}." in in_image(f"/usr/lib/postgresql/{major}/bin/pg_restore", "--version")
 
 
-@pytest.mark.services
 def test_tini_entrypoint_forwards_sigterm_to_the_tool(world: World) -> None:
     """What Kubernetes does at activeDeadlineSeconds: SIGTERM to PID 1 (tini), which must reach the tool."""
     entrypoint = dockerfile_entrypoint()

@@ -60,9 +60,7 @@ def host_client(pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> p
     """This machine's client of the host server's major, for in-process calls of the comparison."""
     for key, value in pg_server.env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("PG_BIN_DIR", raising=False)
-    monkeypatch.setenv("PG_CLIENTS_ROOT", str(pg_server.bin_dir.parent.parent))
-    return pg.clients()[pg_server.major]
+    return pg.clients(pg_server.bin_dir.parent.parent)[pg_server.major]
 
 
 def test_a_restore_that_differs_from_the_archive_fails_the_check(pg_server: PostgresServer, host_client: pg.Client,

@@ -143,29 +143,26 @@ def test_client_choice_refuses_servers_the_image_cannot_serve(pg_server: Postgre
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in pg_server.env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("PG_BIN_DIR", raising=False)
     major = pg_server.major
     # Stand-ins for images whose clients are all older, or all newer, than the server (the server's
     # own programs under other majors' directories: the choice goes by directory).
     older, newer = tmp_path / "older", tmp_path / "newer"
     _fake_clients(older, [major - 1], pg_server.bin_dir)
     _fake_clients(newer, [major + 1, major + 2], pg_server.bin_dir)
-    monkeypatch.setenv("PG_CLIENTS_ROOT", str(older))
     with pytest.raises(SourceError, match=f"pg_dump {major - 1} is older than the PostgreSQL {major} server"):
-        pg.check_source()
-    monkeypatch.setenv("PG_CLIENTS_ROOT", str(newer))
+        pg.check_source(pg.clients(older))
+    found = pg.clients(newer)
     with pytest.raises(SourceError, match=f"older than every PostgreSQL client in this image \\({major + 1}, {major + 2}\\)"):
-        pg.check_source()
+        pg.check_source(found)
     with pytest.raises(TargetError, match=f"must be of the server's major version \\({major}\\), and this image has "
                                           f"PostgreSQL clients {major + 1}, {major + 2} only"):
-        pg.restore_client(major, "x", major, "set s")
-    assert pg.dump_client(major + 1, "x").major == major + 1
-    assert pg.restore_client(major + 2, "x", major + 1, "set s").major == major + 2  # reads older archives
+        pg.restore_client(found, major, "x", major, "set s")
+    assert pg.dump_client(found, major + 1, "x").major == major + 1
+    assert pg.restore_client(found, major + 2, "x", major + 1, "set s").major == major + 2  # reads older archives
     with pytest.raises(TargetError, match=f"dumped by pg_dump {major + 2}"):
-        pg.restore_client(major + 1, "x", major + 2, "set s")
-    monkeypatch.setenv("PG_CLIENTS_ROOT", str(tmp_path / "none"))
+        pg.restore_client(found, major + 1, "x", major + 2, "set s")
     with pytest.raises(ConfigError, match="no PostgreSQL client programs"):
-        pg.clients()
+        pg.clients(tmp_path / "none")
 
 
 # --- --force never damages the live database ----------------------------------------------------

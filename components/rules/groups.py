@@ -21,7 +21,7 @@ Rule = dict[str, Any]
 Group = dict[str, Any]
 
 BACKEND = 'job="ipa-backend"'
-BACKEND_APP = "ipa-backend"  # SPEC §4: the backend pods carry the label app=ipa-backend
+BACKEND_APP = "ipa-backend"  # the backend pods carry the label app=ipa-backend (docs/monitoring/metrics.md)
 BACKUP = 'job="ipa-backup"'
 # Divisor floor: any real request rate is far above it, so the ratio is exact when traffic
 # exists and 0 (not NaN) when it does not.

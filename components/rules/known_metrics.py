@@ -1,9 +1,9 @@
-"""Metric names the rules may use: the metrics contract (SPEC §4) and the standard exporter
+"""Metric names the rules may use: the metrics contract (docs/monitoring/metrics.md) and the standard exporter
 metrics the stack relies on. tests/test_rule_metrics.py holds every rule expression to these."""
 
 from __future__ import annotations
 
-# SPEC §4, as Prometheus stores them (a histogram is its _bucket, _sum and _count series).
+# The contract, as Prometheus stores it (a histogram is its _bucket, _sum and _count series).
 _HISTOGRAMS = ("http_request_duration_seconds", "ipa_execution_duration_seconds", "claude_api_request_duration_seconds")
 CONTRACT_METRICS = frozenset({
     "http_requests_total",
