@@ -11,7 +11,7 @@ help:
 	@echo "make test                install what is needed, then run every check"
 	@echo "make unit                lint and every test that needs no service, in parallel (after make setup)"
 	@echo "make render STACK=dev    offline render of a stack into build/<stack>/"
-	@echo "make generate            write the settings' schema, stack defaults and README table from components/settings.py"
+	@echo "make generate            write the settings' schema, stack defaults and README table, and the metrics doc's tables"
 	@echo "make bench               backup/restore benchmark (slow; not part of make test)"
 	@echo "make image-rootfs        the backup image's userland in build/image-rootfs (scripts/in-image.sh runs in it)"
 	@echo "make image-tar           build/image-rootfs.tar, the input of backup_image/Dockerfile"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import topology
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 TEAMS_SECRET = "alertmanager-teams-webhook"
@@ -26,8 +27,6 @@ NULL_RECEIVER = "null"
 TEAMS_RECEIVER = "teams"
 CRITICAL_RECEIVER = "teams-and-email"
 
-GRAFANA_SERVICE = "kube-prometheus-stack-grafana"  # <release>-grafana of the kube-prometheus-stack release
-
 
 def secret_file(secret: str, key: str) -> str:
     """Where the operator mounts key `key` of Secret `secret` inside the Alertmanager pods."""
@@ -36,9 +35,7 @@ def secret_file(secret: str, key: str) -> str:
 
 def grafana_base_url(settings: Settings) -> str:
     """The Grafana URL used in links (the external URL, else the in-cluster service)."""
-    if settings.grafana_external_url:
-        return settings.grafana_external_url.rstrip("/")
-    return f"http://{GRAFANA_SERVICE}.{settings.monitoring_namespace}.svc"
+    return topology(settings).grafana_url
 
 
 def _title(settings: Settings) -> str:

@@ -18,15 +18,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.pod_security import restricted_container, restricted_pod
-from components.pushgateway import POD_LABELS as PUSHGATEWAY_LABELS
-from components.pushgateway import PORT as PUSHGATEWAY_PORT
-from components.pushgateway import pushgateway_url
 from components.settings import Settings
+from components.topology import BACKUP, CRONJOB_NAMES, DRILL, PUSHGATEWAY_PORT, topology
+from components.topology import PUSHGATEWAY_POD_LABELS as PUSHGATEWAY_LABELS
 
 APP = "ipa-backup"
-BACKUP = "backup"
-DRILL = "restore-drill"
-CRONJOB_NAMES = {BACKUP: "ipa-backup", DRILL: "ipa-restore-drill"}
 UID = 10001  # the image's non-root user; numeric so kubelet can check runAsNonRoot
 TMP = "/tmp"
 WORK = "/work"
@@ -101,7 +97,7 @@ def storage_env(settings: Settings, blob_account_url: Any) -> list[dict[str, Any
     return [
         {"name": "BACKUP_CONTAINER", "value": settings.backup_container},
         {"name": "BACKUP_BLOB_ACCOUNT_URL", "value": blob_account_url},
-        {"name": "PUSHGATEWAY_URL", "value": pushgateway_url(settings)},
+        {"name": "PUSHGATEWAY_URL", "value": topology(settings).pushgateway_url},
     ]
 
 
@@ -248,9 +244,9 @@ def network_policies(settings: Settings) -> list[dict[str, Any]]:
 
     return [
         policy("default-deny-all", {}, None),
-        policy("ipa-backup-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": BACKUP}},
+        policy(f"{CRONJOB_NAMES[BACKUP]}-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": BACKUP}},
                [dns, postgres, redis, https, pushgateway]),
-        policy("ipa-restore-drill-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": DRILL}},
+        policy(f"{CRONJOB_NAMES[DRILL]}-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": DRILL}},
                [dns, postgres, https, pushgateway]),
     ]
 

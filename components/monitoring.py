@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.alertmanager_config import GRAFANA_SERVICE, SMTP_SECRET, SMTP_SECRET_KEY, TEAMS_SECRET, TEAMS_SECRET_KEY
+from components.alertmanager_config import SMTP_SECRET, SMTP_SECRET_KEY, TEAMS_SECRET, TEAMS_SECRET_KEY
 from components.monitoring_scrape import (
     POSTGRES_EXPORTER,
     REDIS_EXPORTER,
@@ -28,12 +28,11 @@ from components.monitoring_values import (
     GRAFANA_ADMIN_PASSWORD_KEY,
     GRAFANA_ADMIN_SECRET,
     GRAFANA_ADMIN_USER_KEY,
-    GRAFANA_SERVICE_PORT,
-    RELEASE_NAME,
     kube_prometheus_stack_values,
     node_exporter_namespace,
 )
 from components.settings import Settings
+from components.topology import GRAFANA_SERVICE, GRAFANA_SERVICE_PORT, RELEASE_NAME, topology
 
 PART_OF = {"app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/managed-by": "pulumi"}
 HELM_TIMEOUT_SECONDS = 900
@@ -48,7 +47,7 @@ def monitoring_outputs(settings: Settings) -> dict[str, str]:
     """The stack outputs of this component (pure, for tests and the README)."""
     namespace = settings.monitoring_namespace
     return {
-        "grafanaUrl": f"http://{GRAFANA_SERVICE}.{namespace}.svc",
+        "grafanaUrl": topology(settings).grafana_internal_url,
         "grafanaPortForward": f"kubectl -n {namespace} port-forward svc/{GRAFANA_SERVICE} 3000:{GRAFANA_SERVICE_PORT}"
                               " # then open http://localhost:3000",
         "monitoringNamespace": namespace,

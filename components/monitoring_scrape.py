@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.monitoring_values import RELEASE_LABELS
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
+from components.topology import BACKEND_APP as BACKEND_APP_LABEL
+from components.topology import BACKEND_JOB, RELEASE_LABELS
 
-BACKEND_JOB = "ipa-backend"
-BACKEND_APP_LABEL = "ipa-backend"
 SCRAPE_INTERVAL = "30s"
 
 POSTGRES_EXPORTER = "prometheus-postgres-exporter"  # chart name = release name = job label

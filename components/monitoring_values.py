@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.alertmanager_config import SMTP_SECRET, TEAMS_SECRET, alertmanager_config, grafana_base_url
+from components.alertmanager_config import SMTP_SECRET, TEAMS_SECRET, alertmanager_config
 from components.settings import RemoteWrite, Settings
+from components.topology import RELEASE_LABELS, RELEASE_NAME, topology
 
-RELEASE_NAME = "kube-prometheus-stack"
 CHART = "kube-prometheus-stack"
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"
-RELEASE_LABELS = {"release": RELEASE_NAME}
 
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER_KEY = "admin-user"
 GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
-GRAFANA_SERVICE_PORT = 80  # the grafana chart's service.port default
 # Dashboard ConfigMaps (label grafana_dashboard="1") name their Grafana folder with this annotation.
 GRAFANA_FOLDER_ANNOTATION = "grafana_folder"
 GRAFANA_DATASOURCE_UID = "prometheus"
@@ -40,9 +38,7 @@ KUBE_STATE_METRICS_LABELS_ALLOWLIST = ["pods=[app]"]
 
 
 def node_exporter_namespace(settings: Settings) -> str:
-    """node-exporter needs hostNetwork/hostPID/hostPath, which the `restricted` Pod Security
-    level of the monitoring namespace forbids; it gets a namespace of its own."""
-    return f"{settings.monitoring_namespace}-node-exporter"
+    return topology(settings).node_exporter_namespace
 
 
 def _volume_claim(storage_class: str, size: str) -> dict[str, Any]:
@@ -78,7 +74,7 @@ def _prometheus(settings: Settings) -> dict[str, Any]:
             "limits": {"memory": settings.prometheus_memory_limit},
         },
         "externalLabels": {"cluster": settings.cluster_name, "environment": settings.environment},
-        # Pick up this program's objects (label release=kube-prometheus-stack) in every namespace.
+        # Pick up this program's objects (RELEASE_LABELS) in every namespace.
         "ruleSelectorNilUsesHelmValues": False,
         "serviceMonitorSelectorNilUsesHelmValues": False,
         "podMonitorSelectorNilUsesHelmValues": False,
@@ -133,7 +129,7 @@ def _grafana(settings: Settings) -> dict[str, Any]:
         "initChownData": {"enabled": False},
         "testFramework": {"enabled": False},
         "grafana.ini": {
-            "server": {"root_url": grafana_base_url(settings)},
+            "server": {"root_url": topology(settings).grafana_url},
             "auth.anonymous": {"enabled": False},
             "users": {"allow_sign_up": False},
             "analytics": {"check_for_updates": False, "reporting_enabled": False},

@@ -14,17 +14,16 @@ import pulumi_kubernetes as k8s
 
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
+from components.topology import PUSHGATEWAY_RELEASE as RELEASE
+from components.topology import RELEASE_LABELS, topology
 
-RELEASE = "prometheus-pushgateway"  # contains the chart name, so it is also the Service name
 CHART = "prometheus-pushgateway"
 REPO = "https://prometheus-community.github.io/helm-charts"
-PORT = 9091
 DATA_DIR = "/data"
-POD_LABELS = {"app.kubernetes.io/name": CHART, "app.kubernetes.io/instance": RELEASE}
 
 
 def pushgateway_url(settings: Settings) -> str:
-    return f"http://{RELEASE}.{settings.monitoring_namespace}.svc:{PORT}"
+    return topology(settings).pushgateway_url
 
 
 def pushgateway_values(settings: Settings) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def pushgateway_values(settings: Settings) -> dict[str, Any]:
             "enabled": True,
             "namespace": settings.monitoring_namespace,
             "honorLabels": True,
-            "additionalLabels": {"release": "kube-prometheus-stack"},
+            "additionalLabels": dict(RELEASE_LABELS),
         },
         "automountServiceAccountToken": False,  # it never calls the Kubernetes API
         "securityContext": restricted_pod(fs_group=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import API_DASHBOARD, PAGE_BURNS, SLO_WINDOWS
 from dashboards.common import (
     BACKEND,
     RULES,
@@ -20,7 +21,7 @@ from dashboards.common import (
     steps,
 )
 
-UID = "api-performance"
+UID = API_DASHBOARD
 ALERTS = ("HighErrorRate", "HighResponseTime", "IpaBackendDown")
 REQUESTS = f"http_requests_total{{{BACKEND}}}"
 ERRORS_5XX = f'http_requests_total{{{BACKEND}, status=~"5.."}}'
@@ -36,7 +37,9 @@ def build(settings: Settings) -> dict[str, Any]:
     latency_limit = settings.latency_p95_threshold_seconds
     error_budget = 1 - settings.availability_slo
     latency_budget = 1 - settings.latency_slo
-    burn = limit_steps(6, 14.4)  # the multiwindow burn-rate alert factors (6h and 1h windows)
+    # The page alerts' burn-rate factors (6 over 6h, 14.4 over 1h): orange from the slower, red from the faster.
+    factors = sorted(int(rate) if rate.is_integer() else rate for _, _, rate in PAGE_BURNS)  # 6, not 6.0, in the JSON
+    burn = limit_steps(factors[0], factors[-1])
     board = Board(
         settings, UID,
         "Latency, throughput, errors and SLOs of ipa-backend (Prometheus job ipa-backend).",
@@ -116,15 +119,16 @@ def build(settings: Settings) -> dict[str, Any]:
                      "percentunit", Query(f"1 - ipa:http_request_slow:ratio_rate3d{{{RULES}}} / {latency_budget:g}"),
                      steps((None, "red"), (0, "orange"), (0.25, "green"))), 6, 4)
     board.add(graph(settings, "Availability budget burn rate",
-                    "How many times faster than sustainable the error budget is spent, per window. 1 spends the budget exactly over the SLO period; 6 and 14.4 are the multiwindow alert factors.",
+                    "How many times faster than sustainable the error budget is spent, per window. 1 spends the budget exactly over the SLO period; "
+                    f"{' and '.join(f'{f:g}' for f in factors)} are the multiwindow alert factors.",
                     "none",
                     [Query(f"ipa:http_request_errors:ratio_rate{window}{{{RULES}}} / {error_budget:g}", window)
-                     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")], burn))
+                     for window in SLO_WINDOWS], burn))
     board.add(graph(settings, "Latency budget burn rate",
                     f"How fast the budget of requests slower than {settings.latency_slo_threshold_seconds:g}s is spent, per window.",
                     "none",
                     [Query(f"ipa:http_request_slow:ratio_rate{window}{{{RULES}}} / {latency_budget:g}", window)
-                     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")], burn))
+                     for window in SLO_WINDOWS], burn))
     board.add(graph(settings, "Slow request ratio",
                     f"Share of requests slower than the latency objective bound ({settings.latency_slo_threshold_seconds:g}s).",
                     "percentunit", [Query(f"ipa:http_request_slow:ratio_rate5m{{{RULES}}}", "slow share (5m)")],

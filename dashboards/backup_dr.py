@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import BACKUP_DASHBOARD, BACKUP_JOB
 from dashboards.common import (
-    BACKUP_JOB,
     Board,
     Query,
     alert_annotation,
@@ -19,7 +19,7 @@ from dashboards.common import (
     single,
 )
 
-UID = "backup-dr"
+UID = BACKUP_DASHBOARD
 ALERTS = ("BackupTooOld", "BackupJobFailed", "RestoreDrillFailed", "RestoreTooSlow")
 PUSHED = f'job="{BACKUP_JOB}", target=~"$target"'
 

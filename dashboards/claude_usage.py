@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import CLAUDE_DASHBOARD
 from dashboards.common import (
     BACKEND,
     RULES,
@@ -21,7 +22,7 @@ from dashboards.common import (
     steps,
 )
 
-UID = "claude-usage"
+UID = CLAUDE_DASHBOARD
 ALERTS = ("ClaudeAPIErrors", "ClaudeCostBudgetExceeded")
 SELECTOR = f'{BACKEND}, model=~"$model"'
 RULE_SELECTOR = f'{RULES}, model=~"$model"'

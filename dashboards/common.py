@@ -23,21 +23,11 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
 from components.settings import Settings
+from components.topology import BACKEND_JOB, DASHBOARDS, topology
 
 TAG = "ipa"
 FOLDER = "IPA Platform"
-BACKEND_JOB = "ipa-backend"
-BACKUP_JOB = "ipa-backup"
 DATASOURCE = common_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
-
-# uid -> title: the dashboards link to each other with these.
-DASHBOARDS = {
-    "api-performance": "IPA / API Performance",
-    "execution-stats": "IPA / Execution Stats",
-    "claude-usage": "IPA / Claude Usage",
-    "system-resources": "IPA / System Resources",
-    "backup-dr": "IPA / Backups and DR",
-}
 
 # Selectors shared by the panels; the variables are defined below.
 BACKEND = 'job="$job", namespace="$namespace"'
@@ -85,12 +75,8 @@ def floor_steps(critical: float, warn: float | None = None) -> list[Step]:
     return steps(*pairs)
 
 
-def grafana_base_url(settings: Settings) -> str:
-    return settings.grafana_external_url or f"http://kube-prometheus-stack-grafana.{settings.monitoring_namespace}.svc"
-
-
 def runbook_url(settings: Settings, alert: str) -> str:
-    return f"{settings.runbook_base_url}/{alert}.md"
+    return topology(settings).runbook_url(alert)
 
 
 # --- variables -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import EXECUTIONS_DASHBOARD
 from dashboards.common import (
     BACKEND,
     RULES,
@@ -19,7 +20,7 @@ from dashboards.common import (
     workflow_variable,
 )
 
-UID = "execution-stats"
+UID = EXECUTIONS_DASHBOARD
 ALERTS = ("ExecutionFailureRateHigh", "IpaBackendDown")
 SELECTOR = f'{BACKEND}, workflow=~"$workflow"'
 EXECUTIONS = f"ipa_executions_total{{{SELECTOR}}}"

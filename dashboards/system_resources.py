@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.rules.groups import BACKEND_APP, backend_pods
+from components.rules.groups import backend_pods
 from components.settings import Settings
+from components.topology import BACKEND_APP, SYSTEM_DASHBOARD
 from dashboards.common import Board, Query, datasource_variable, floor_steps, graph, limit_steps, query_variable, single
 
-UID = "system-resources"
+UID = SYSTEM_DASHBOARD
 PODS = 'namespace="$namespace"'
 CONTAINERS = f'{PODS}, container!="", container!="POD"'
 NODES = 'instance=~"$instance"'

@@ -26,16 +26,14 @@ import contextlib
 import random
 import threading
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from components.metrics_contract import CLAUDE_ERROR_TYPES, EXECUTION_STATUSES, METRICS, TOKEN_TYPES
 from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import ServiceError, free_port
-
-HTTP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-EXECUTION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
-CLAUDE_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 # (method, handler, share of traffic, success status)
 ENDPOINTS: tuple[tuple[str, str, float, str], ...] = (
@@ -49,11 +47,8 @@ ENDPOINTS: tuple[tuple[str, str, float, str], ...] = (
 )
 STATUSES = ("200", "201", "400", "404", "500", "503")
 WORKFLOWS = ("invoice-intake", "email-triage", "report-digest")
-EXECUTION_STATUSES = ("success", "failure", "cancelled", "timeout")
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5")
 MODEL_SHARE = (0.6, 0.3, 0.1)
-ERROR_TYPES = ("rate_limit", "overloaded", "api_error", "timeout", "connection", "invalid_request", "authentication")
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 # Tokens per Claude call by type (rough shape of a document-processing workload).
 TOKENS_PER_CALL = {"input": 1200, "output": 300, "cache_read": 2000, "cache_write": 400}
 
@@ -74,23 +69,24 @@ class StandinMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.http_requests = Counter("http_requests_total", "HTTP requests served", ["method", "handler", "status"], registry=r)
-        self.http_duration = Histogram(
-            "http_request_duration_seconds", "HTTP request latency", ["method", "handler"], buckets=HTTP_BUCKETS, registry=r
-        )
-        self.executions = Counter("ipa_executions_total", "Workflow executions finished", ["workflow", "status"], registry=r)
-        self.execution_duration = Histogram(
-            "ipa_execution_duration_seconds", "Workflow execution time", ["workflow"], buckets=EXECUTION_BUCKETS, registry=r
-        )
-        self.in_progress = Gauge("ipa_executions_in_progress", "Workflow executions running now", ["workflow"], registry=r)
-        self.claude_requests = Counter("claude_api_requests_total", "Claude API requests", ["model"], registry=r)
-        self.claude_errors = Counter("claude_api_errors_total", "Claude API errors", ["model", "error_type"], registry=r)
-        self.claude_duration = Histogram(
-            "claude_api_request_duration_seconds", "Claude API request latency", ["model"], buckets=CLAUDE_BUCKETS, registry=r
-        )
-        self.claude_tokens = Counter("claude_tokens_total", "Claude tokens used", ["model", "type"], registry=r)
+        self.http_requests: Counter = self._family("http_requests_total")
+        self.http_duration: Histogram = self._family("http_request_duration_seconds")
+        self.executions: Counter = self._family("ipa_executions_total")
+        self.execution_duration: Histogram = self._family("ipa_execution_duration_seconds")
+        self.in_progress: Gauge = self._family("ipa_executions_in_progress")
+        self.claude_requests: Counter = self._family("claude_api_requests_total")
+        self.claude_errors: Counter = self._family("claude_api_errors_total")
+        self.claude_duration: Histogram = self._family("claude_api_request_duration_seconds")
+        self.claude_tokens: Counter = self._family("claude_tokens_total")
         self._declare_all_series()
+
+    def _family(self, name: str) -> Any:
+        """A metric family with the type, help, labels and buckets of the contract."""
+        metric = METRICS[name]
+        if metric.type == "histogram":
+            return Histogram(metric.name, metric.help, metric.labels, buckets=metric.buckets, registry=self.registry)
+        kind = Counter if metric.type == "counter" else Gauge
+        return kind(metric.name, metric.help, metric.labels, registry=self.registry)
 
     def _declare_all_series(self) -> None:
         # Every enumerated label value exists from the first scrape, as a real backend's would after warm-up.
@@ -106,7 +102,7 @@ class StandinMetrics:
         for model in MODELS:
             self.claude_requests.labels(model)
             self.claude_duration.labels(model)
-            for error_type in ERROR_TYPES:
+            for error_type in CLAUDE_ERROR_TYPES:
                 self.claude_errors.labels(model, error_type)
             for token_type in TOKEN_TYPES:
                 self.claude_tokens.labels(model, token_type)
@@ -288,7 +284,7 @@ class StandinBackend:
         for _ in range(self._count("claude_err", 0.005 + float(faults["claude_errors"]), dt)):
             model = rng.choices(MODELS, weights=MODEL_SHARE)[0]
             m.claude_requests.labels(model).inc()
-            m.claude_errors.labels(model, rng.choice(ERROR_TYPES)).inc()
+            m.claude_errors.labels(model, rng.choice(CLAUDE_ERROR_TYPES)).inc()
 
     def _pick_endpoint(self) -> tuple[str, str, str]:
         roll = self._rng.random()

@@ -23,6 +23,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, push_to_gateway
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from components.metrics_contract import BACKUP, BACKUP_METRICS, BACKUP_TARGETS
+from components.topology import GRAFANA_SERVICE, RELEASE_NAME
 from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import ServiceError, free_port
 
@@ -178,8 +180,8 @@ class _Exporters:
         self.uname.labels("(none)", "x86_64", NODE, "5.15.0-1075-azure", "Linux", "#84-Ubuntu SMP").set(1)
 
         for pvc_namespace, pvc, capacity, used in (
-            (monitoring_namespace, "prometheus-kube-prometheus-stack-prometheus-db-prometheus-kube-prometheus-stack-prometheus-0", 50 * GiB, 21 * GiB),
-            (monitoring_namespace, "kube-prometheus-stack-grafana", 10 * GiB, 1 * GiB),
+            (monitoring_namespace, f"prometheus-{RELEASE_NAME}-prometheus-db-prometheus-{RELEASE_NAME}-prometheus-0", 50 * GiB, 21 * GiB),
+            (monitoring_namespace, GRAFANA_SERVICE, 10 * GiB, 1 * GiB),
             (namespace, "data-ipa-postgres-0", 64 * GiB, 22 * GiB),
         ):
             self.vol_capacity.labels(pvc_namespace, pvc).set(capacity)
@@ -309,17 +311,14 @@ class StandinExporters:
 
 def push_backup_metrics(pushgateway_url: str, now: float, backup_age_seconds: float = 900.0,
                         drill_age_seconds: float = 86400.0, restore_seconds: float = 420.0) -> None:
-    """Push what a successful backup run and a successful drill push (job="ipa-backup")."""
+    """Push what a successful backup run and a successful drill push (the contract's backup metrics, job="ipa-backup")."""
     registry = CollectorRegistry()
-    last = Gauge("ipa_backup_last_success_timestamp_seconds", "Point in time the newest successful backup captured.", ["target"], registry=registry)
-    duration = Gauge("ipa_backup_duration_seconds", "Duration of the last backup.", ["target"], registry=registry)
-    size = Gauge("ipa_backup_size_bytes", "Size of the last backup.", ["target"], registry=registry)
-    drill_last = Gauge("ipa_restore_drill_last_success_timestamp_seconds", "When the last restore drill succeeded.", registry=registry)
-    drill_duration = Gauge("ipa_restore_drill_duration_seconds", "Restore time of the last drill.", ["target"], registry=registry)
-    for target, seconds, size_bytes in (("postgres", 95.0, 2.1e9), ("redis", 12.0, 1.8e8)):
-        last.labels(target).set(now - backup_age_seconds)
-        duration.labels(target).set(seconds)
-        size.labels(target).set(size_bytes)
-        drill_duration.labels(target).set(restore_seconds if target == "postgres" else restore_seconds / 10)
-    drill_last.set(now - drill_age_seconds)
-    push_to_gateway(pushgateway_url, job="ipa-backup", registry=registry)
+    gauges = {m.name: Gauge(m.name, m.help, m.labels, registry=registry) for m in BACKUP_METRICS}
+    backup_seconds, backup_bytes = {"postgres": 95.0, "redis": 12.0}, {"postgres": 2.1e9, "redis": 1.8e8}
+    for target in BACKUP_TARGETS:
+        gauges["ipa_backup_last_success_timestamp_seconds"].labels(target).set(now - backup_age_seconds)
+        gauges["ipa_backup_duration_seconds"].labels(target).set(backup_seconds[target])
+        gauges["ipa_backup_size_bytes"].labels(target).set(backup_bytes[target])
+        gauges["ipa_restore_drill_duration_seconds"].labels(target).set(restore_seconds if target == "postgres" else restore_seconds / 10)
+    gauges["ipa_restore_drill_last_success_timestamp_seconds"].set(now - drill_age_seconds)
+    push_to_gateway(pushgateway_url, job=BACKUP, registry=registry)

@@ -34,6 +34,7 @@ import redis
 import yaml
 
 from components.settings import Settings, parse_settings
+from components.topology import BACKEND_APP, BACKEND_JOB
 from devservices.azurite import azurite
 from devservices.image import IPA_BACKUP, image_path, image_workdir, require_image
 from devservices.postgres import postgres
@@ -351,8 +352,8 @@ class Drill:
         self.say("starting Alertmanager with the drill copy of alertmanager.yaml")
         am = stack.enter_context(alertmanager(self.work, am_path))
         scrape: list[dict[str, Any]] = [
-            {"job_name": "ipa-backend", "static_configs": [{"targets": [f"127.0.0.1:{s.backend.port}"], "labels": {
-                "namespace": self.settings.backend_namespace, "pod": "ipa-backend-0", "container": "ipa-backend"}}]},
+            {"job_name": BACKEND_JOB, "static_configs": [{"targets": [f"127.0.0.1:{s.backend.port}"], "labels": {
+                "namespace": self.settings.backend_namespace, "pod": f"{BACKEND_APP}-0", "container": BACKEND_APP}}]},
             {"job_name": "pushgateway", "honor_labels": True,
              "static_configs": [{"targets": [s.pushgateway.removeprefix("http://")]}]},
         ]

@@ -1,4 +1,5 @@
-"""Writes every copy of the settings' defaults from components/settings.py: `make generate`.
+"""Writes every copy of the settings' defaults from components/settings.py, and the metrics contract's tables
+from components/metrics_contract.py: `make generate`.
 
 - Pulumi.yaml: the `config:` block, the schema the CLI uses for types and defaults.
 - README.md: the settings table between the `settings-table` markers (offline/settings_doc.py).
@@ -7,6 +8,7 @@
   overrides a default by setting the key outside the section; `make generate` then leaves it out
   of the section. Everything outside the section (overrides, secure values, comments) is kept
   byte for byte.
+- docs/monitoring/metrics.md: the tables between the `metrics-contract:<table>` markers (offline/metrics_doc.py).
 
 tests/test_generate.py fails when any of these files differs from what this module writes.
 """
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from components.settings import FIELDS, PROJECT, REQUIRED, config_key, defaults_for_schema
+from offline import metrics_doc
 from offline.settings_doc import table
 from offline.stackconfig import REPO_ROOT
 
@@ -108,7 +111,7 @@ def stack_file(text: str, name: str = "stack file") -> str:
 
 def outputs(root: Path = REPO_ROOT) -> dict[Path, str]:
     """The content every generated file should have, computed from the files as they are."""
-    files = {root / "Pulumi.yaml": pulumi_yaml, root / "README.md": readme}
+    files = {root / "Pulumi.yaml": pulumi_yaml, root / "README.md": readme, root / metrics_doc.DOC: metrics_doc.document}
     result = {path: write(path.read_text()) for path, write in files.items()}
     for stack in STACKS:
         path = root / f"Pulumi.{stack}.yaml"
@@ -119,7 +122,7 @@ def outputs(root: Path = REPO_ROOT) -> dict[Path, str]:
 def main() -> int:
     try:
         wanted = outputs()
-    except GenerateError as err:
+    except (GenerateError, metrics_doc.MarkerError) as err:
         print(f"make generate: {err}", file=sys.stderr)
         return 1
     for path, text in wanted.items():

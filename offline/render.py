@@ -9,6 +9,7 @@ so invalid settings or a failing program render nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -20,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from components.settings import SettingsError, parse_settings
-from offline.mocks import Recorded
+from components.settings import FIELDS, Secret, Settings, SettingsError, config_key, parse_settings
+from components.topology import topology
+from offline.mocks import SECRET_MARK, Recorded
 from offline.runner import Run, run_program
 from offline.stackconfig import REPO_ROOT, load_stack_config, stack_file
 
@@ -105,7 +107,28 @@ def dashboards(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def write_layout(run: Run, out: Path) -> None:
+def _plain(value: Any) -> Any:
+    """A settings value as JSON data: nested objects with their config (camelCase) keys, secrets masked."""
+    if isinstance(value, Secret):
+        return SECRET_MARK
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {config_key(f.name): _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resolved_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting of the stack by its config key, defaults filled in, secrets as "[secret]"."""
+    return {
+        key: SECRET_MARK if f.metadata["secret"] else _plain(getattr(settings, f.name))
+        for key, f in FIELDS.items()
+    }
+
+
+def write_layout(run: Run, out: Path, settings: Settings | None = None) -> None:
     resources = [
         {"type": r.type, "name": r.name, "inputs": r.masked_inputs}
         for r in sorted(run.recorded, key=lambda r: (r.type, r.name))
@@ -125,6 +148,9 @@ def write_layout(run: Run, out: Path) -> None:
     files["alertmanager/alertmanager.yaml"] = dump_yaml(alertmanager_config(releases))
     for uid, dashboard in dashboards(objects).items():
         files[f"grafana/dashboards/{uid}.json"] = dump_json(dashboard)
+    if settings is not None:
+        files["settings.json"] = dump_json(resolved_settings(settings))
+        files["topology.json"] = dump_json(topology(settings).as_dict())
     for folder in ("kubernetes", "helm", "prometheus", "alertmanager", "grafana/dashboards"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for relative, text in files.items():
@@ -133,11 +159,11 @@ def write_layout(run: Run, out: Path) -> None:
 
 def render(stack: str, stack_path: Path, out: Path) -> Run:
     config, secret_keys = load_stack_config(stack_path)
-    parse_settings(config)  # invalid settings stop here, before anything runs or is written
+    settings = parse_settings(config)  # invalid settings stop here, before anything runs or is written
     run = run_program(stack, config, secret_keys)
     with tempfile.TemporaryDirectory(prefix=f"render-{stack}-", dir=out.parent if out.parent.exists() else None) as tmp:
         staging = Path(tmp) / "out"
-        write_layout(run, staging)
+        write_layout(run, staging, settings)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ import promql_parser
 import pytest
 
 from components.grafana_dashboards import FOLDER_ANNOTATION, GrafanaDashboards, config_map_name
+from components.metrics_contract import CONTRACT_METRICS, DASHBOARD_STANDARD_METRICS, METRICS, STANDARD_METRICS
 from components.rules.groups import recording_names, rule_groups
-from components.rules.known_metrics import CONTRACT_METRICS, STANDARD_METRICS
 from dashboards import build_all
 from dashboards.common import DASHBOARDS, FOLDER
 from tests.conftest import RunStack, stack_settings
@@ -25,48 +25,10 @@ SCHEMA = json.loads((Path(__file__).parent / "schemas" / "grafana-dashboard.sche
 UIDS = ("api-performance", "execution-stats", "claude-usage", "system-resources", "backup-dr")
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
-# docs/monitoring/metrics.md by name; a histogram counts as shown when any of its series is queried.
-CONTRACT = {
-    "http_requests_total": ("http_requests_total",),
-    "http_request_duration_seconds": tuple(f"http_request_duration_seconds_{s}" for s in ("bucket", "sum", "count")),
-    "ipa_executions_total": ("ipa_executions_total",),
-    "ipa_execution_duration_seconds": tuple(f"ipa_execution_duration_seconds_{s}" for s in ("bucket", "sum", "count")),
-    "ipa_executions_in_progress": ("ipa_executions_in_progress",),
-    "claude_api_requests_total": ("claude_api_requests_total",),
-    "claude_api_errors_total": ("claude_api_errors_total",),
-    "claude_api_request_duration_seconds": tuple(f"claude_api_request_duration_seconds_{s}" for s in ("bucket", "sum", "count")),
-    "claude_tokens_total": ("claude_tokens_total",),
-    "ipa_backup_last_success_timestamp_seconds": ("ipa_backup_last_success_timestamp_seconds",),
-    "ipa_backup_duration_seconds": ("ipa_backup_duration_seconds",),
-    "ipa_backup_size_bytes": ("ipa_backup_size_bytes",),
-    "ipa_restore_drill_last_success_timestamp_seconds": ("ipa_restore_drill_last_success_timestamp_seconds",),
-    "ipa_restore_drill_duration_seconds": ("ipa_restore_drill_duration_seconds",),
-}
-
-# Standard exporter series the dashboards read beyond known_metrics.py (which lists only what the
-# rules need, and its own test refuses names no rule uses). devservices/standin_exporters.py
-# serves all of them, with the real exporters' names and labels.
-DASHBOARD_EXPORTER_METRICS: dict[str, frozenset[str]] = {
-    "prometheus": frozenset({"ALERTS"}),  # the firing-alert series Prometheus writes
-    "kube-state-metrics": frozenset({
-        "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded", "kube_job_status_failed",
-        "kube_cronjob_status_last_successful_time",
-    }),
-    "node-exporter": frozenset({
-        "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes", "node_network_receive_bytes_total",
-        "node_network_transmit_bytes_total", "node_filesystem_avail_bytes", "node_filesystem_size_bytes", "node_disk_read_bytes_total",
-        "node_disk_written_bytes_total", "node_uname_info",
-    }),
-    "cadvisor": frozenset({
-        "container_cpu_usage_seconds_total", "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total",
-        "container_network_receive_bytes_total", "container_network_transmit_bytes_total", "container_fs_reads_bytes_total",
-        "container_fs_writes_bytes_total",
-    }),
-    "kubelet": frozenset({"kubelet_volume_stats_used_bytes"}),
-    "postgres-exporter": frozenset({"pg_stat_database_numbackends", "pg_database_size_bytes"}),
-    "redis-exporter": frozenset(),
-}
-EXTRA_EXPORTER_METRICS = frozenset(name for names in DASHBOARD_EXPORTER_METRICS.values() for name in names)
+# The metrics contract by name; a histogram counts as shown when any of its series is queried.
+CONTRACT = {name: metric.series for name, metric in METRICS.items()}
+# Standard exporter series the dashboards read beyond those the rules read.
+EXTRA_EXPORTER_METRICS = DASHBOARD_STANDARD_METRICS
 
 # What Grafana puts in place of its variables before the query reaches Prometheus.
 SUBSTITUTIONS = {
@@ -238,13 +200,12 @@ def test_every_metric_is_in_the_contract_a_rule_or_a_standard_exporter(boards: d
             assert not unknown, f"{uid}/{title}: unknown metrics {unknown}"
             used |= names
     unused = EXTRA_EXPORTER_METRICS - used
-    assert not unused, f"DASHBOARD_EXPORTER_METRICS lists names no dashboard uses: {sorted(unused)}"
-    assert EXTRA_EXPORTER_METRICS.isdisjoint(STANDARD_METRICS), "listed twice: keep it in known_metrics.py only"
+    assert not unused, f"metrics_contract.DASHBOARD_EXPORTER_METRICS lists names no dashboard uses: {sorted(unused)}"
+    assert EXTRA_EXPORTER_METRICS.isdisjoint(STANDARD_METRICS), "listed twice: keep it in EXPORTER_METRICS only"
 
 
 def test_every_contract_metric_is_on_a_dashboard(boards: dict[str, dict[str, Any]]) -> None:
     used = {name for dashboard in boards.values() for _, expr in targets(dashboard) for name in metric_names(substitute(expr))}
-    assert set().union(*CONTRACT.values()) == set(CONTRACT_METRICS), "CONTRACT here and known_metrics.py disagree"
     shown = {metric for metric, series in CONTRACT.items() if used & set(series)}
     coverage = len(shown) / len(CONTRACT)
     print(f"contract metrics on a dashboard: {len(shown)}/{len(CONTRACT)} = {coverage:.0%}")

@@ -1,4 +1,4 @@
-"""`make generate`: the settings' defaults are written from components/settings.py only."""
+"""`make generate`: the settings' defaults and the metrics contract's tables are written from their modules only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from offline.generate import SECTION_END, SECTION_START, GenerateError, outputs,
 
 def test_generated_files_are_current() -> None:
     stale = [path.name for path, text in outputs().items() if path.read_text() != text]
-    assert not stale, f"{stale} differ from components/settings.py: run `make generate`"
+    assert not stale, f"{stale} differ from components/settings.py or components/metrics_contract.py: run `make generate`"
 
 
 def _stack(above: str, section: str, below: str = "") -> str:

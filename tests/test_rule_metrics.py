@@ -1,5 +1,5 @@
-"""Every metric name in every rule expression is in the metrics contract (docs/monitoring/metrics.md), is one of our
-recording rules, or is a standard exporter metric listed in components/rules/known_metrics.py."""
+"""Every metric name in every rule expression is in the metrics contract (components/metrics_contract.py), is one of
+our recording rules, or is a standard exporter metric the contract lists."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import promql_parser
 
+from components.metrics_contract import CONTRACT_METRICS, STANDARD_METRICS
 from components.rules.groups import recording_names, rule_groups
-from components.rules.known_metrics import CONTRACT_METRICS, STANDARD_METRICS
 from tests.conftest import stack_settings
 
 CHILDREN = ("lhs", "rhs", "expr", "args", "vector_selector", "param")
@@ -54,8 +54,8 @@ def test_every_metric_of_every_rule_is_known(stack: str) -> None:
             bad = names - allowed
             if bad:
                 unknown[rule.get("alert") or rule["record"]] = bad
-    assert not unknown, f"metrics outside the contract, our recording rules and known_metrics.py: {unknown}"
+    assert not unknown, f"metrics outside the contract, our recording rules and metrics_contract.EXPORTER_METRICS: {unknown}"
     # The lists are not padding: every contract/exporter name we list is needed by some rule
     # or is a contract metric only the dashboards use.
     unused_exporter = STANDARD_METRICS - used
-    assert not unused_exporter, f"known_metrics.py lists exporter metrics no rule uses: {sorted(unused_exporter)}"
+    assert not unused_exporter, f"metrics_contract.EXPORTER_METRICS lists exporter metrics no rule uses: {sorted(unused_exporter)}"

@@ -8,8 +8,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from components.metrics_contract import CLAUDE_ERROR_TYPES, EXECUTION_STATUSES, TOKEN_TYPES
 from devservices.process import port_open
-from devservices.standin import ERROR_TYPES, EXECUTION_STATUSES, STATUSES, TOKEN_TYPES, StandinBackend
+from devservices.standin import STATUSES, StandinBackend
 
 
 def scrape(backend: StandinBackend) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -43,7 +44,7 @@ def test_serves_every_backend_metric_with_every_enumerated_label_value() -> None
         assert name in metrics, name
     assert {labels["status"] for labels, _ in metrics["http_requests_total"]} == set(STATUSES)
     assert {labels["status"] for labels, _ in metrics["ipa_executions_total"]} == set(EXECUTION_STATUSES)
-    assert {labels["error_type"] for labels, _ in metrics["claude_api_errors_total"]} == set(ERROR_TYPES)
+    assert {labels["error_type"] for labels, _ in metrics["claude_api_errors_total"]} == set(CLAUDE_ERROR_TYPES)
     assert {labels["type"] for labels, _ in metrics["claude_tokens_total"]} == set(TOKEN_TYPES)
     les = {labels["le"] for labels, _ in metrics["http_request_duration_seconds_bucket"]}
     assert les == {"0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "+Inf"}
@@ -65,7 +66,7 @@ def test_fault_switches_change_the_traffic() -> None:
     claude_errors = sum(
         m.claude_errors.labels(model, e)._value.get()
         for model in ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5")
-        for e in ERROR_TYPES
+        for e in CLAUDE_ERROR_TYPES
     )
     assert claude_errors == 50
     with pytest.raises(ValueError, match="unknown fault"):

@@ -13,9 +13,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.rules.groups import Group, alert_groups, alert_names, recording_groups, recording_names, rule_groups
 from components.settings import Settings
-
-# kube-prometheus-stack selects PrometheusRules by its Helm release label.
-RELEASE_LABEL = {"release": "kube-prometheus-stack"}
+from components.topology import RELEASE_LABELS  # the label the chart's Prometheus selects rules by
 
 
 def prometheus_rule_body(name: str, namespace: str, groups: list[Group]) -> dict[str, Any]:
@@ -26,7 +24,7 @@ def prometheus_rule_body(name: str, namespace: str, groups: list[Group]) -> dict
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {**RELEASE_LABEL, "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
+            "labels": {**RELEASE_LABELS, "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
         },
         "spec": {"groups": groups},
     }

@@ -16,21 +16,29 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
+from components.topology import (
+    API_DASHBOARD,
+    BACKEND_APP,
+    BACKEND_JOB,
+    BACKUP_DASHBOARD,
+    BACKUP_JOB,
+    CLAUDE_DASHBOARD,
+    EXECUTIONS_DASHBOARD,
+    PAGE_BURNS,
+    SLO_WINDOWS,
+    SYSTEM_DASHBOARD,
+    TICKET_BURNS,
+    topology,
+)
 
 Rule = dict[str, Any]
 Group = dict[str, Any]
 
-BACKEND = 'job="ipa-backend"'
-BACKEND_APP = "ipa-backend"  # the backend pods carry the label app=ipa-backend (docs/monitoring/metrics.md)
-BACKUP = 'job="ipa-backup"'
+BACKEND = f'job="{BACKEND_JOB}"'
+BACKUP = f'job="{BACKUP_JOB}"'
 # Divisor floor: any real request rate is far above it, so the ratio is exact when traffic
 # exists and 0 (not NaN) when it does not.
 TINY = "1e-9"
-SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-# Multi-window multi-burn-rate pairs (Google SRE Workbook, ch. 5): (long, short, burn rate).
-PAGE_BURNS = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
-TICKET_BURNS = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 DEFAULT_MODEL = "__default__"
 BACKUP_TARGETS = ("postgres", "redis")
 BACKUP_MISSING_GRACE = "5m"  # how long the backup metric may be absent before BackupTooOld fires
@@ -43,8 +51,8 @@ POSTGRES_REPLICATION_LAG_SECONDS = 300
 REDIS_MEMORY_NEAR_MAX = 0.9
 CONCURRENCY_SATURATION = 0.9
 
-# Dashboard each alert links to (uids fixed in the shared contract).
-API, EXECUTIONS, CLAUDE, SYSTEM, BACKUP_DR = "api-performance", "execution-stats", "claude-usage", "system-resources", "backup-dr"
+# Dashboard each alert links to.
+API, EXECUTIONS, CLAUDE, SYSTEM, BACKUP_DR = API_DASHBOARD, EXECUTIONS_DASHBOARD, CLAUDE_DASHBOARD, SYSTEM_DASHBOARD, BACKUP_DASHBOARD
 
 VALUE = "{{ $value | humanize }}"
 PERCENT = "{{ $value | humanizePercentage }}"
@@ -63,16 +71,12 @@ def le_matcher(bound: float) -> str:
     return "|".join(s.replace(".", "\\\\.") for s in spellings)
 
 
-def grafana_base_url(settings: Settings) -> str:
-    return settings.grafana_external_url.rstrip("/") or f"http://kube-prometheus-stack-grafana.{settings.monitoring_namespace}.svc"
-
-
 def dashboard_url(settings: Settings, uid: str) -> str:
-    return f"{grafana_base_url(settings)}/d/{uid}"
+    return topology(settings).dashboard_url(uid)
 
 
 def runbook_url(settings: Settings, alert: str) -> str:
-    return f"{settings.runbook_base_url.rstrip('/')}/{alert}.md"
+    return topology(settings).runbook_url(alert)
 
 
 def alert(
