@@ -19,6 +19,7 @@ from components.backup_schedule import (
     pod_spec,
 )
 from components.settings import SettingsError
+from components.topology import CRONJOB_NAMES
 from offline.runner import Run
 from tests.conftest import RunStack, stack_settings
 
@@ -31,6 +32,8 @@ SECRET_ENV = {"PGUSER", "PGPASSWORD", "REDISCLI_AUTH"}
 IMAGE = "ipaopsacr.azurecr.io/ipa-backup@sha256:" + "a" * 64
 BLOB = "https://acct.blob.core.windows.net/"
 AKS_VERSION = "1.32.0"  # oldest AKS minor the manifests must load on
+BACKUP_CRONJOB = CRONJOB_NAMES[BACKUP]
+DRILL_CRONJOB = CRONJOB_NAMES[DRILL]
 
 
 def _cronjob(run: Run, name: str) -> dict[str, Any]:
@@ -116,16 +119,16 @@ def test_network_policies_pure(stack: str) -> None:
     assert "egress" not in deny and deny["ingress"] == []
     ports = {name: {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
              for name, spec in policies.items() if "egress" in spec}
-    assert ports["ipa-backup-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port),
+    assert ports[f"{BACKUP_CRONJOB}-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port),
                                           ("TCP", settings.redis_port), ("TCP", 443), ("TCP", 9091)}
-    assert ports["ipa-restore-drill-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port), ("TCP", 443), ("TCP", 9091)}
+    assert ports[f"{DRILL_CRONJOB}-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port), ("TCP", 443), ("TCP", 9091)}
     for spec in policies.values():
         assert spec["ingress"] == []  # nothing connects to these pods
 
 
 def test_network_policy_targets(stack: str) -> None:
     settings = stack_settings(stack)
-    backup = next(p["spec"] for p in network_policies(settings) if p["metadata"]["name"] == "ipa-backup-egress")
+    backup = next(p["spec"] for p in network_policies(settings) if p["metadata"]["name"] == f"{BACKUP_CRONJOB}-egress")
     by_port = {rule["ports"][0]["port"]: rule for rule in backup["egress"]}
     assert by_port[53]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
     assert by_port[9091]["to"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": settings.monitoring_namespace}}
@@ -134,7 +137,7 @@ def test_network_policy_targets(stack: str) -> None:
     assert by_port[settings.postgres_port]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ipa"}}}]
     assert by_port[settings.redis_port]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ipa"}}}]
     managed = stack_settings(stack, {"postgresHost": "ipa-prod.postgres.database.azure.com"})
-    rules = next(p["spec"] for p in network_policies(managed) if p["metadata"]["name"] == "ipa-backup-egress")["egress"]
+    rules = next(p["spec"] for p in network_policies(managed) if p["metadata"]["name"] == f"{BACKUP_CRONJOB}-egress")["egress"]
     pg_rule = next(r for r in rules if r["ports"][0]["port"] == managed.postgres_port)
     assert "to" not in pg_rule  # a managed server has no fixed in-cluster address: the port only
 
@@ -171,7 +174,7 @@ def test_service_account_carries_the_identity_client_id(run_stack: RunStack, sta
 def test_backup_cronjob(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
     run = run_stack(stack)
-    cron = _cronjob(run, "ipa-backup")
+    cron = _cronjob(run, BACKUP_CRONJOB)
     assert cron["metadata"]["namespace"] == settings.backup_namespace
     spec = cron["spec"]
     assert spec["schedule"] == settings.backup_schedule
@@ -198,7 +201,7 @@ def test_backup_cronjob(run_stack: RunStack, stack: str) -> None:
 def test_backup_env_follows_spec_and_takes_credentials_by_reference(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
     run = run_stack(stack)
-    env = _env(_container(_cronjob(run, "ipa-backup")))
+    env = _env(_container(_cronjob(run, BACKUP_CRONJOB)))
     assert {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "REDIS_URL", "REDISCLI_AUTH",
             "BACKUP_CONTAINER", "BACKUP_BLOB_ACCOUNT_URL", "PUSHGATEWAY_URL"} <= set(env)
     assert env["PGHOST"]["value"] == settings.postgres_host
@@ -222,7 +225,7 @@ def test_backup_env_follows_spec_and_takes_credentials_by_reference(run_stack: R
 def test_drill_cronjob(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
     run = run_stack(stack)
-    cron = _cronjob(run, "ipa-restore-drill")
+    cron = _cronjob(run, DRILL_CRONJOB)
     spec = cron["spec"]
     assert spec["schedule"] == settings.drill_schedule
     assert spec["timeZone"] == settings.backup_time_zone
@@ -249,7 +252,7 @@ def test_drill_cronjob(run_stack: RunStack, stack: str) -> None:
 
 def test_both_cronjobs_run_the_same_image(run_stack: RunStack, stack: str) -> None:
     run = run_stack(stack)
-    images = {_container(_cronjob(run, name))["image"] for name in ("ipa-backup", "ipa-restore-drill")}
+    images = {_container(_cronjob(run, name))["image"] for name in (BACKUP_CRONJOB, DRILL_CRONJOB)}
     assert len(images) == 1 and "@sha256:" in images.pop()
 
 
@@ -257,7 +260,7 @@ def test_every_cronjob_pod_is_covered_by_an_egress_policy(run_stack: RunStack, s
     run = run_stack(stack)
     policies = [r.inputs["spec"] for r in run.of_type(NETWORK_POLICY)]
     assert len(policies) == 3
-    for name in ("ipa-backup", "ipa-restore-drill"):
+    for name in (BACKUP_CRONJOB, DRILL_CRONJOB):
         labels = _cronjob(run, name)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
         selecting = [p for p in policies if p["podSelector"].get("matchLabels") and
                      p["podSelector"]["matchLabels"].items() <= labels.items()]
@@ -300,11 +303,11 @@ def test_rendered_backup_manifests_validate_against_the_kubernetes_schema(render
     assert sorted(ours) == sorted([
         f"namespace-cluster-{settings.backup_namespace}.yaml",
         f"serviceaccount-{settings.backup_namespace}-{settings.backup_service_account}.yaml",
-        f"cronjob-{settings.backup_namespace}-ipa-backup.yaml",
-        f"cronjob-{settings.backup_namespace}-ipa-restore-drill.yaml",
+        f"cronjob-{settings.backup_namespace}-{BACKUP_CRONJOB}.yaml",
+        f"cronjob-{settings.backup_namespace}-{DRILL_CRONJOB}.yaml",
         f"networkpolicy-{settings.backup_namespace}-default-deny-all.yaml",
-        f"networkpolicy-{settings.backup_namespace}-ipa-backup-egress.yaml",
-        f"networkpolicy-{settings.backup_namespace}-ipa-restore-drill-egress.yaml",
+        f"networkpolicy-{settings.backup_namespace}-{BACKUP_CRONJOB}-egress.yaml",
+        f"networkpolicy-{settings.backup_namespace}-{DRILL_CRONJOB}-egress.yaml",
     ])
 
 

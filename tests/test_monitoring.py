@@ -23,13 +23,13 @@ from components.monitoring_values import (
     AKS_DISABLED_COMPONENTS,
     CHART_REPO,
     GRAFANA_ADMIN_SECRET,
-    RELEASE_NAME,
     kube_prometheus_stack_values,
     node_exporter_namespace,
 )
 from components.pushgateway import pushgateway_values
 from components.rules.groups import BACKEND_APP, backend_pods
 from components.settings import Settings
+from components.topology import GRAFANA_SERVICE, RELEASE_NAME
 from offline.runner import Run
 from offline.stackconfig import PLACEHOLDER_SECRETS
 from tests.conftest import RunStack, stack_settings
@@ -60,7 +60,7 @@ def test_release_chart_version_name_namespace(stack: str, run_stack: RunStack) -
     release = releases(run)[RELEASE_NAME]
     assert release.inputs["chart"] == "kube-prometheus-stack"
     assert release.inputs["version"] == settings.kube_prometheus_stack_version == "88.5.3"
-    assert release.inputs["name"] == "kube-prometheus-stack"  # explicit: the `release` label selectors use it
+    assert release.inputs["name"] == RELEASE_NAME  # explicit: the `release` label selectors use it
     assert release.inputs["namespace"] == settings.monitoring_namespace
     assert release.inputs["repositoryOpts"] == {"repo": "https://prometheus-community.github.io/helm-charts"}
     assert release.parent_type == COMPONENT
@@ -82,10 +82,10 @@ def test_namespaces_carry_pod_security_labels(stack: str, run_stack: RunStack) -
 def test_stack_outputs(stack: str, run_stack: RunStack) -> None:
     run, settings = run_monitoring(run_stack, stack)
     assert run.exports == monitoring_outputs(settings)
-    assert run.exports["grafanaUrl"] == "http://kube-prometheus-stack-grafana.monitoring.svc"
-    assert "port-forward svc/kube-prometheus-stack-grafana 3000:80" in run.exports["grafanaPortForward"]
+    assert run.exports["grafanaUrl"] == f"http://{GRAFANA_SERVICE}.monitoring.svc"
+    assert f"port-forward svc/{GRAFANA_SERVICE} 3000:80" in run.exports["grafanaPortForward"]
     assert run.exports["monitoringNamespace"] == "monitoring"
-    assert run.exports["kubePrometheusStackRelease"] == "kube-prometheus-stack"
+    assert run.exports["kubePrometheusStackRelease"] == RELEASE_NAME
 
 
 def test_main_program_wires_the_component(run_stack: RunStack) -> None:
@@ -126,7 +126,7 @@ def test_prometheus_values(stack: str) -> None:
     assert spec["externalLabels"] == {"cluster": settings.cluster_name, "environment": stack}
     for kind in ("rule", "serviceMonitor", "podMonitor", "probe"):
         assert spec[f"{kind}SelectorNilUsesHelmValues"] is False
-        assert spec[f"{kind}Selector"] == {"matchLabels": {"release": "kube-prometheus-stack"}}
+        assert spec[f"{kind}Selector"] == {"matchLabels": {"release": RELEASE_NAME}}
         assert spec[f"{kind}NamespaceSelector"] == {}
     assert spec["remoteWrite"] == []
 
@@ -246,7 +246,7 @@ def test_backend_pod_monitor_shape(stack: str, run_stack: RunStack) -> None:
     monitor = run.one(POD_MONITOR).inputs
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "PodMonitor"
     assert monitor["metadata"]["namespace"] == settings.monitoring_namespace
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["labels"]["release"] == RELEASE_NAME
     spec = monitor["spec"]
     assert spec["selector"] == {"matchLabels": {"app": "ipa-backend"}}
     assert spec["namespaceSelector"] == {"matchNames": [settings.backend_namespace]}
@@ -281,7 +281,7 @@ def test_exporter_releases(stack: str, run_stack: RunStack) -> None:
         assert release["repositoryOpts"] == {"repo": CHART_REPO}
         assert release["values"] == values
         assert release["values"]["serviceMonitor"]["enabled"] is True
-        assert release["values"]["serviceMonitor"]["labels"] == {"release": "kube-prometheus-stack"}
+        assert release["values"]["serviceMonitor"]["labels"] == {"release": RELEASE_NAME}
         assert release["values"]["securityContext"]["readOnlyRootFilesystem"] is True
         assert release["values"]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert (settings.postgres_exporter_chart_version, settings.redis_exporter_chart_version) == ("8.2.0", "6.29.0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.pushgateway import pushgateway_url, pushgateway_values
+from components.topology import RELEASE_NAME
 from offline.runner import Run
 from tests.conftest import RunStack, stack_settings
 
@@ -43,7 +44,7 @@ def test_service_monitor_honors_pushed_labels(run_stack: RunStack, stack: str) -
     monitor = _release(run_stack(stack)).inputs["values"]["serviceMonitor"]
     assert monitor["enabled"] is True
     assert monitor["honorLabels"] is True  # keeps job="ipa-backup" from the pushes
-    assert monitor["additionalLabels"] == {"release": "kube-prometheus-stack"}
+    assert monitor["additionalLabels"] == {"release": RELEASE_NAME}
     assert monitor["namespace"] == settings.monitoring_namespace
 
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as k8s_utils
 
+from components.topology import RELEASE_NAME
 from tests.conftest import STACKS
 
 # AKS's supported minors at the time of writing include 1.33 (the oldest still in standard support).
@@ -86,7 +87,7 @@ def test_operator_objects_are_selected_by_the_stack(stack: str, rendered: Render
     operator_objects = [m for _, m in manifests(rendered(stack)) if m["apiVersion"].startswith(OPERATOR_GROUP + "/")]
     assert operator_objects
     for manifest in operator_objects:
-        assert (manifest["metadata"].get("labels") or {}).get("release") == "kube-prometheus-stack", manifest["metadata"]
+        assert (manifest["metadata"].get("labels") or {}).get("release") == RELEASE_NAME, manifest["metadata"]
 
 
 def pod_monitor(rendered: Rendered) -> dict[str, Any]:

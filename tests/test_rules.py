@@ -9,6 +9,7 @@ import pytest
 
 from components.rules import AlertRules, prometheus_rule_body
 from components.rules.groups import alert_names, dashboard_url, le_matcher, price_rules, recording_names, rule_groups
+from components.topology import GRAFANA_SERVICE, RELEASE_NAME
 from tests.conftest import RunStack, stack_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_every_alert_carries_severity_summary_description_runbook_and_dashboard(
         assert notes["summary"] and "{{" not in notes["summary"], f"{name}: the summary must be static"
         assert "{{" in notes["description"], f"{name}: the description must be templated"
         assert notes["runbook_url"] == f"{settings.runbook_base_url}/{name}.md"
-        assert re.fullmatch(r"http://kube-prometheus-stack-grafana\.monitoring\.svc/d/[a-z-]+", notes["dashboard_url"]), name
+        assert re.fullmatch(rf"http://{re.escape(GRAFANA_SERVICE)}\.monitoring\.svc/d/[a-z-]+", notes["dashboard_url"]), name
         assert (REPO / "docs" / "runbooks" / f"{name}.md").is_file(), f"docs/runbooks/{name}.md is missing"
 
 
@@ -205,7 +206,7 @@ def test_component_declares_the_prometheus_rules(run_stack: RunStack, stack_name
         assert rule.inputs["apiVersion"] == "monitoring.coreos.com/v1"
         assert rule.inputs["kind"] == "PrometheusRule"
         assert rule.inputs["metadata"]["namespace"] == settings.monitoring_namespace
-        assert rule.inputs["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert rule.inputs["metadata"]["labels"]["release"] == RELEASE_NAME
         declared += rule.inputs["spec"]["groups"]
     assert sorted(declared, key=lambda g: g["name"]) == sorted(rule_groups(settings), key=lambda g: g["name"])
 
@@ -219,5 +220,5 @@ def test_rule_body_shape() -> None:
     body = prometheus_rule_body("x", "monitoring", [{"name": "g", "rules": []}])
     assert body["metadata"] == {
         "name": "x", "namespace": "monitoring",
-        "labels": {"release": "kube-prometheus-stack", "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
+        "labels": {"release": RELEASE_NAME, "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
     }

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from components.rules.groups import alert_names, recording_names, rule_groups
+from components.topology import topology
 from devservices.tools import tool
 from tests.conftest import stack_settings
 from tests.rules.runner import HERE, load_test, rules_without_annotations, run_promtool, write_test_file
@@ -43,9 +44,23 @@ def test_promtool_unit_tests(rendered: Rendered, tmp_path: Path, name: str) -> N
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-8000:]
 
 
+def _with_dev_dashboard_links(test: dict[str, Any]) -> dict[str, Any]:
+    """The file names only the dashboard uid that matters; the Grafana host comes from the dev topology."""
+    dev = topology(stack_settings("dev"))
+    for group in test["tests"]:
+        for case in group.get("alert_rule_test", []):
+            for alert in case.get("exp_alerts", []):
+                notes = alert.get("exp_annotations", {})
+                if "dashboard_url" in notes:
+                    match = re.fullmatch(r"http://[^/]+/d/([a-z-]+)", notes["dashboard_url"])
+                    assert match, notes["dashboard_url"]
+                    notes["dashboard_url"] = dev.dashboard_url(match[1])
+    return test
+
+
 def test_promtool_annotations(rendered: Rendered, tmp_path: Path) -> None:
-    test_file = write_test_file(load_test("annotations.test.yaml"), rendered("dev") / "prometheus" / "rules.yaml",
-                                tmp_path / "annotations.test.yaml")
+    test_file = write_test_file(_with_dev_dashboard_links(load_test("annotations.test.yaml")),
+                                rendered("dev") / "prometheus" / "rules.yaml", tmp_path / "annotations.test.yaml")
     result = run_promtool([test_file])
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-8000:]
 
