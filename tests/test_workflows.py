@@ -35,6 +35,12 @@ def test_workflows_do_what_the_readme_says() -> None:
     assert any(step.get("run") == "make test" for step in ci["jobs"]["test"]["steps"])
     assert set(preview[True]) == {"pull_request"}
     assert preview["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    # Each preview runs in the environment its stack deploys from, with that environment's kubeconfig secret.
+    environments = {job["environment"] for job in deploy["jobs"].values()}
+    assert environments == {"dev", "production"}
+    assert preview["jobs"]["preview"]["environment"] == "${{ matrix.stack == 'prod' && 'production' || 'dev' }}"
+    kubeconfig = next(s for s in preview["jobs"]["preview"]["steps"] if "KUBECONFIG_CONTENT" in (s.get("env") or {}))
+    assert kubeconfig["env"]["KUBECONFIG_CONTENT"] == "${{ secrets.KUBECONFIG }}"
     pulumi_step = next(s for s in preview["jobs"]["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@"))
     assert pulumi_step["with"]["command"] == "preview" and pulumi_step["with"]["comment-on-pr"] is True
     assert deploy[True] == {"push": {"branches": ["main"]}}

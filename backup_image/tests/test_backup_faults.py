@@ -13,6 +13,7 @@ import backup_testdata as data
 import pytest
 from azure.storage.blob import BlobServiceClient
 from conftest import World, make_world, other_redis
+from procs import wait_for_child
 
 from devservices.azurite import AzuriteServer
 from devservices.image import image_path, image_workdir
@@ -53,31 +54,6 @@ def add_bulk(world: World, rows: int = 200_000) -> None:
                   f"FROM generate_series(1, {rows}) i", world.database)
 
 
-def child_pid(parent: int, name: str, arg: str, timeout: float = 30.0) -> int:
-    """PID of the running child `name` of `parent` whose command line has `arg`, polled from /proc."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            state = stat[stat.rindex(")") + 2:].split()[0]
-            if ppid == parent and comm == name and state != "Z":
-                try:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if arg.encode() in argv:
-                    return int(entry.name)
-        time.sleep(0.01)
-    raise AssertionError(f"no {name} child of {parent} within {timeout}s")
-
-
 def test_database_unreachable(world: World, good: tuple[str, str, int]) -> None:
     port = free_port()
     result = world.run("backup", env={"PGPORT": str(port)})
@@ -101,7 +77,7 @@ def test_pg_dump_killed_midway(world: World, good: tuple[str, str, int]) -> None
     add_bulk(world)
     pg_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
     proc = world.popen("backup", env={"BACKUP_BLOCK_SIZE_MB": "1"})
-    dump_pid = child_pid(proc.pid, "pg_dump", "--format=custom")
+    dump_pid = wait_for_child(proc.pid, "pg_dump", "--format=custom")
     # Freeze the tool so pg_dump stalls on a full pipe, then kill pg_dump in the middle of its output.
     os.kill(proc.pid, signal.SIGSTOP)
     time.sleep(0.5)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, World
-from test_signals import table_locked, wait_for_child
+from procs import wait_for_child
+from test_signals import table_locked
 
 from devservices.image import IMAGE_ROOTFS, IN_IMAGE
 

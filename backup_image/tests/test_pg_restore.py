@@ -19,6 +19,7 @@ from azure.storage.blob import BlobServiceClient
 from conftest import World, make_world
 from ipa_backup import pg
 from ipa_backup.errors import ConfigError, SourceError, TargetError
+from procs import wait_for_child
 
 from devservices.azurite import AzuriteServer
 from devservices.postgres import PostgresServer, postgres
@@ -199,24 +200,6 @@ def live(world: World) -> Iterator[tuple[World, dict[str, str], dict[str, str]]]
     world.pg.psql(f'DROP ROLE IF EXISTS "{db} reader"')
 
 
-def _pid_of(name: str, arg_part: str, timeout: float = 60) -> int:
-    """A running process `name` whose command line holds `arg_part`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                argv = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if stat[stat.index("(") + 1: stat.rindex(")")] == name and arg_part.encode() in argv:
-                return int(entry.name)
-        time.sleep(0.01)
-    raise AssertionError(f"no running {name} with {arg_part!r} within {timeout}s")
-
-
 def _restore_database(world: World, timeout: float = 60) -> str:
     """The name of the database a running --force restore restores into."""
     deadline = time.monotonic() + timeout
@@ -255,7 +238,7 @@ def test_force_pg_restore_killed_leaves_live_as_it_was(live: tuple[World, dict[s
     world, _, live_state = live
     proc = world.popen("restore", "--only", "postgres", "--force", env={"RESTORE_JOBS": "1"})
     restore_db = _restore_database(world)
-    pid = _pid_of("pg_restore", f"--dbname={restore_db}")
+    pid = wait_for_child(proc.pid, "pg_restore", f"--dbname={restore_db}")
     os.kill(pid, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 6, stderr

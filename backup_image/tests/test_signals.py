@@ -17,6 +17,7 @@ from typing import Any
 import backup_testdata as data
 import pytest
 from conftest import World
+from procs import descendants, processes, wait_for_child
 
 from devservices.image import IN_IMAGE, image_path, image_workdir
 
@@ -30,47 +31,6 @@ def error_of(stderr: str) -> dict[str, Any]:
     errors = [line for line in log_lines(stderr) if line.get("level") == "error"]
     assert errors, f"no error logged:\n{stderr}"
     return errors[-1]
-
-
-def processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command name) of every running (not zombie) process, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z":
-            found[int(entry.name)] = (int(fields[1]), stat[stat.index("(") + 1: stat.rindex(")")])
-    return found
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> command name of every running process below `root`."""
-    table = processes()
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        current = frontier.pop()
-        for pid, (ppid, name) in table.items():
-            if ppid == current and pid not in found:
-                found[pid] = name
-                frontier.append(pid)
-    return found
-
-
-def wait_for_child(root: int, name: str, timeout: float = 60.0) -> int:
-    """PID of a running process `name` below `root`, polled."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid, comm in descendants(root).items():
-            if comm == name:
-                return pid
-        time.sleep(0.005)
-    raise AssertionError(f"no {name} below {root} within {timeout}s")
 
 
 def still_running(pids: dict[int, str]) -> dict[int, str]:
