@@ -42,7 +42,7 @@ def _title(settings: Settings) -> str:
     return (
         f'[{{{{ .Status | toUpper }}}}{{{{ if eq .Status "firing" }}}}:{{{{ .Alerts.Firing | len }}}}{{{{ end }}}}] '
         f"[{settings.environment}] [{{{{ .CommonLabels.severity }}}}] {{{{ .CommonLabels.alertname }}}}"
-        f'{{{{ with .CommonAnnotations.summary }}}}: {{{{ . }}}}{{{{ end }}}}'
+        f"{{{{ with .CommonAnnotations.summary }}}}: {{{{ . }}}}{{{{ end }}}}"
     )
 
 
@@ -125,20 +125,20 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
                 # Watchdog is the always-firing heartbeat; InfoInhibitor only feeds inhibition.
                 {"receiver": NULL_RECEIVER, "matchers": ['alertname = "Watchdog"']},
                 {"receiver": NULL_RECEIVER, "matchers": ['alertname = "InfoInhibitor"']},
-                {"receiver": CRITICAL_RECEIVER, "matchers": ['severity = "critical"'],
-                 "group_wait": "10s", "repeat_interval": "1h"},
+                {"receiver": CRITICAL_RECEIVER, "matchers": ['severity = "critical"'], "group_wait": "10s", "repeat_interval": "1h"},
                 {"receiver": TEAMS_RECEIVER, "matchers": ['severity = "warning"']},
                 {"receiver": NULL_RECEIVER, "matchers": ['severity = "info"']},
             ],
         },
         "inhibit_rules": [
             # A critical alert mutes the warning (and info) of the same alert in the same namespace.
-            {"source_matchers": ['severity = "critical"'], "target_matchers": ['severity =~ "warning|info"'],
-             "equal": ["alertname", "namespace"]},
-            {"source_matchers": ['severity = "warning"'], "target_matchers": ['severity = "info"'],
-             "equal": ["alertname", "namespace"]},
-            {"source_matchers": ['alertname = "InfoInhibitor"'], "target_matchers": ['severity = "info"'],
-             "equal": ["namespace"]},
+            {
+                "source_matchers": ['severity = "critical"'],
+                "target_matchers": ['severity =~ "warning|info"'],
+                "equal": ["alertname", "namespace"],
+            },
+            {"source_matchers": ['severity = "warning"'], "target_matchers": ['severity = "info"'], "equal": ["alertname", "namespace"]},
+            {"source_matchers": ['alertname = "InfoInhibitor"'], "target_matchers": ['severity = "info"'], "equal": ["namespace"]},
         ],
         "receivers": [
             {"name": NULL_RECEIVER},

@@ -28,11 +28,15 @@ TMP = "/tmp"
 WORK = "/work"
 BACKUP_STARTING_DEADLINE_MAX_SECONDS = 300
 # pg_dump and redis-cli stream straight to blob storage: small and steady.
-BACKUP_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
-                    "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "2Gi"}}
+BACKUP_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "2Gi"},
+}
 # The drill decompresses the dump for pg_restore --jobs and loads the RDB into a local redis-server.
-DRILL_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "256Mi"},
-                   "limits": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "2Gi"}}
+DRILL_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "256Mi"},
+    "limits": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "2Gi"},
+}
 
 
 def labels(component: str) -> dict[str, str]:
@@ -114,11 +118,15 @@ def drill_database(settings: Settings) -> str:
 def drill_env(settings: Settings, blob_account_url: Any) -> list[dict[str, Any]]:
     """The drill restores into a scratch database on the same server and a redis-server inside
     the pod, so it needs no Redis credentials at all."""
-    return postgres_env(settings, settings.postgres_database) + storage_env(settings, blob_account_url) + [
-        {"name": "DRILL_PGDATABASE", "value": drill_database(settings)},
-        {"name": "BACKUP_WORK_DIR", "value": WORK},
-        {"name": "TMPDIR", "value": WORK},  # the scratch redis-server and RDB land here too, not in /tmp
-    ]
+    return (
+        postgres_env(settings, settings.postgres_database)
+        + storage_env(settings, blob_account_url)
+        + [
+            {"name": "DRILL_PGDATABASE", "value": drill_database(settings)},
+            {"name": "BACKUP_WORK_DIR", "value": WORK},
+            {"name": "TMPDIR", "value": WORK},  # the scratch redis-server and RDB land here too, not in /tmp
+        ]
+    )
 
 
 def drill_work_size_gi(settings: Settings) -> int:
@@ -138,11 +146,21 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
     if is_drill:
         # A generic ephemeral volume on the cluster's disk class, deleted with the pod: a
         # production-sized dump doesn't fit the node's ephemeral storage.
-        volumes.append({"name": "work", "ephemeral": {"volumeClaimTemplate": {
-            "metadata": {"labels": labels(component)},
-            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": settings.storage_class,
-                     "resources": {"requests": {"storage": f"{drill_work_size_gi(settings)}Gi"}}},
-        }}})
+        volumes.append(
+            {
+                "name": "work",
+                "ephemeral": {
+                    "volumeClaimTemplate": {
+                        "metadata": {"labels": labels(component)},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "storageClassName": settings.storage_class,
+                            "resources": {"requests": {"storage": f"{drill_work_size_gi(settings)}Gi"}},
+                        },
+                    }
+                },
+            }
+        )
         mounts.append({"name": "work", "mountPath": WORK})
     return {
         "metadata": {"labels": {**labels(component), "azure.workload.identity/use": "true"}},
@@ -151,17 +169,19 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
             "automountServiceAccountToken": False,
             "restartPolicy": "Never",
             "securityContext": restricted_pod(UID, fs_group=True),
-            "containers": [{
-                "name": APP,
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                # No `command`: the image's entry point keeps tini as PID 1 in front of ipa-backup.
-                "args": ["drill" if is_drill else "backup"],
-                "env": drill_env(settings, blob_account_url) if is_drill else backup_env(settings, blob_account_url),
-                "resources": DRILL_RESOURCES if is_drill else BACKUP_RESOURCES,
-                "securityContext": container_security_context(),
-                "volumeMounts": mounts,
-            }],
+            "containers": [
+                {
+                    "name": APP,
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    # No `command`: the image's entry point keeps tini as PID 1 in front of ipa-backup.
+                    "args": ["drill" if is_drill else "backup"],
+                    "env": drill_env(settings, blob_account_url) if is_drill else backup_env(settings, blob_account_url),
+                    "resources": DRILL_RESOURCES if is_drill else BACKUP_RESOURCES,
+                    "securityContext": container_security_context(),
+                    "volumeMounts": mounts,
+                }
+            ],
             "volumes": volumes,
         },
     }
@@ -215,19 +235,23 @@ def network_policies(settings: Settings) -> list[dict[str, Any]]:
     """Default deny for the namespace, then per component only what it needs."""
     ns = settings.backup_namespace
     dns = {
-        "to": [{
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-        }],
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
     # Azure Storage and Entra ID (workload identity token exchange) have no fixed addresses.
     https = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}
     pushgateway = {
-        "to": [{
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.monitoring_namespace}},
-            "podSelector": {"matchLabels": dict(PUSHGATEWAY_LABELS)},
-        }],
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.monitoring_namespace}},
+                "podSelector": {"matchLabels": dict(PUSHGATEWAY_LABELS)},
+            }
+        ],
         "ports": [{"protocol": "TCP", "port": PUSHGATEWAY_PORT}],
     }
     postgres = _dest_for(settings.postgres_host, settings.postgres_port)
@@ -238,16 +262,25 @@ def network_policies(settings: Settings) -> list[dict[str, Any]]:
         if egress is not None:
             spec["egress"] = egress
         spec["ingress"] = []
-        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/part-of": "ipa-ops"}},
-                "spec": spec}
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/part-of": "ipa-ops"}},
+            "spec": spec,
+        }
 
     return [
         policy("default-deny-all", {}, None),
-        policy(f"{CRONJOB_NAMES[BACKUP]}-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": BACKUP}},
-               [dns, postgres, redis, https, pushgateway]),
-        policy(f"{CRONJOB_NAMES[DRILL]}-egress", {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": DRILL}},
-               [dns, postgres, https, pushgateway]),
+        policy(
+            f"{CRONJOB_NAMES[BACKUP]}-egress",
+            {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": BACKUP}},
+            [dns, postgres, redis, https, pushgateway],
+        ),
+        policy(
+            f"{CRONJOB_NAMES[DRILL]}-egress",
+            {"matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": DRILL}},
+            [dns, postgres, https, pushgateway],
+        ),
     ]
 
 

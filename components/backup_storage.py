@@ -53,15 +53,17 @@ def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
         if days - COOL_AFTER_DAYS >= COOL_MINIMUM_DAYS:
             base_blob["tier_to_cool"] = {"days_after_modification_greater_than": COOL_AFTER_DAYS}
             version["tier_to_cool"] = {"days_after_creation_greater_than": COOL_AFTER_DAYS}
-        rules.append({
-            "name": f"backup-{tier}",
-            "type": "Lifecycle",
-            "enabled": True,
-            "definition": {
-                "filters": {"blob_types": ["blockBlob"], "prefix_match": [f"{settings.backup_container}/{tier}/"]},
-                "actions": {"base_blob": base_blob, "version": version},
-            },
-        })
+        rules.append(
+            {
+                "name": f"backup-{tier}",
+                "type": "Lifecycle",
+                "enabled": True,
+                "definition": {
+                    "filters": {"blob_types": ["blockBlob"], "prefix_match": [f"{settings.backup_container}/{tier}/"]},
+                    "actions": {"base_blob": base_blob, "version": version},
+                },
+            }
+        )
     return rules
 
 
@@ -93,9 +95,7 @@ def account_args(settings: Settings) -> dict[str, Any]:
         "network_rule_set": {
             "default_action": "Deny",
             "bypass": "AzureServices",
-            "virtual_network_rules": [
-                {"virtual_network_resource_id": subnet, "action": "Allow"} for subnet in settings.aks_subnet_ids
-            ],
+            "virtual_network_rules": [{"virtual_network_resource_id": subnet, "action": "Allow"} for subnet in settings.aks_subnet_ids],
             "ip_rules": [],
         },
         "tags": {"app": "ipa", "purpose": "backup", "environment": settings.environment},
@@ -194,8 +194,10 @@ class BackupStorage(pulumi.ComponentResource):
             lambda v: container_scope(v[0], settings.backup_container)
         )
         self.blob_endpoint: pulumi.Output[str] = account.primary_endpoints.apply(lambda e: e.blob)
-        self.register_outputs({
-            "accountName": self.account_name,
-            "containerName": self.container_name,
-            "blobEndpoint": self.blob_endpoint,
-        })
+        self.register_outputs(
+            {
+                "accountName": self.account_name,
+                "containerName": self.container_name,
+                "blobEndpoint": self.blob_endpoint,
+            }
+        )

@@ -118,10 +118,7 @@ def parse_cron(expression: str) -> CronSchedule:
     parts = text.split()
     if len(parts) != 5:
         raise CronError(f"found {len(parts)} fields")
-    parsed = [
-        _parse_field(part, name, low, high, names)
-        for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)
-    ]
+    parsed = [_parse_field(part, name, low, high, names) for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)]
     days_of_week = frozenset(d % 7 for d in parsed[4])  # 7 is Sunday too
     return CronSchedule(
         expression=expression,

@@ -47,48 +47,135 @@ class Metric:
 
 
 BACKEND_METRICS = (
-    Metric("http_requests_total", "counter", ("method", "handler", "status"), "HTTP requests served",
-           "HTTP requests answered, counted when the response is sent. `status` is the 3-digit code (`200`, `404`, `503`).",
-           BACKEND),
-    Metric("http_request_duration_seconds", "histogram", ("method", "handler"), "HTTP request latency",
-           "Time from receiving the request to sending the response.", BACKEND,
-           buckets=LATENCY_BUCKETS,  # the bounds latencySloThresholdSeconds may take (components/settings.py)
-           bucket_note=f"must include {_default('latencySloThresholdSeconds')} and cover "
-                       f"{_default('latencyP95ThresholdSeconds')}"),
-    Metric("ipa_executions_total", "counter", ("workflow", "status"), "Workflow executions finished",
-           "Workflow executions finished, with their outcome (exactly these `status` values).", BACKEND,
-           values={"status": EXECUTION_STATUSES}),
-    Metric("ipa_execution_duration_seconds", "histogram", ("workflow",), "Workflow execution time",
-           "Duration of finished executions, any outcome.", BACKEND, buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800)),
-    Metric("ipa_executions_in_progress", "gauge", ("workflow",), "Workflow executions running now",
-           "Executions running now in this pod.", BACKEND),
-    Metric("claude_api_requests_total", "counter", ("model",), "Claude API requests",
-           "Calls to the Claude API, every attempt including retries and failed ones.", BACKEND),
-    Metric("claude_api_errors_total", "counter", ("model", "error_type"), "Claude API errors",
-           "Failed Claude calls: `rate_limit` is 429, `overloaded` 529, `api_error` 5xx, `invalid_request` 400, "
-           "`authentication` 401/403. Each failed call also counts in `claude_api_requests_total`.", BACKEND,
-           values={"error_type": CLAUDE_ERROR_TYPES}),
-    Metric("claude_api_request_duration_seconds", "histogram", ("model",), "Claude API request latency",
-           "Duration of a Claude call (streaming: until the last token).", BACKEND,
-           buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), bucket_note=f"must cover {_default('claudeLatencyP95ThresholdSeconds')}"),
-    Metric("claude_tokens_total", "counter", ("model", "type"), "Claude tokens used",
-           "Tokens billed, from the API's `usage` field.", BACKEND, values={"type": TOKEN_TYPES}),
+    Metric(
+        "http_requests_total",
+        "counter",
+        ("method", "handler", "status"),
+        "HTTP requests served",
+        "HTTP requests answered, counted when the response is sent. `status` is the 3-digit code (`200`, `404`, `503`).",
+        BACKEND,
+    ),
+    Metric(
+        "http_request_duration_seconds",
+        "histogram",
+        ("method", "handler"),
+        "HTTP request latency",
+        "Time from receiving the request to sending the response.",
+        BACKEND,
+        buckets=LATENCY_BUCKETS,  # the bounds latencySloThresholdSeconds may take (components/settings.py)
+        bucket_note=f"must include {_default('latencySloThresholdSeconds')} and cover {_default('latencyP95ThresholdSeconds')}",
+    ),
+    Metric(
+        "ipa_executions_total",
+        "counter",
+        ("workflow", "status"),
+        "Workflow executions finished",
+        "Workflow executions finished, with their outcome (exactly these `status` values).",
+        BACKEND,
+        values={"status": EXECUTION_STATUSES},
+    ),
+    Metric(
+        "ipa_execution_duration_seconds",
+        "histogram",
+        ("workflow",),
+        "Workflow execution time",
+        "Duration of finished executions, any outcome.",
+        BACKEND,
+        buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+    ),
+    Metric(
+        "ipa_executions_in_progress",
+        "gauge",
+        ("workflow",),
+        "Workflow executions running now",
+        "Executions running now in this pod.",
+        BACKEND,
+    ),
+    Metric(
+        "claude_api_requests_total",
+        "counter",
+        ("model",),
+        "Claude API requests",
+        "Calls to the Claude API, every attempt including retries and failed ones.",
+        BACKEND,
+    ),
+    Metric(
+        "claude_api_errors_total",
+        "counter",
+        ("model", "error_type"),
+        "Claude API errors",
+        "Failed Claude calls: `rate_limit` is 429, `overloaded` 529, `api_error` 5xx, `invalid_request` 400, "
+        "`authentication` 401/403. Each failed call also counts in `claude_api_requests_total`.",
+        BACKEND,
+        values={"error_type": CLAUDE_ERROR_TYPES},
+    ),
+    Metric(
+        "claude_api_request_duration_seconds",
+        "histogram",
+        ("model",),
+        "Claude API request latency",
+        "Duration of a Claude call (streaming: until the last token).",
+        BACKEND,
+        buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        bucket_note=f"must cover {_default('claudeLatencyP95ThresholdSeconds')}",
+    ),
+    Metric(
+        "claude_tokens_total",
+        "counter",
+        ("model", "type"),
+        "Claude tokens used",
+        "Tokens billed, from the API's `usage` field.",
+        BACKEND,
+        values={"type": TOKEN_TYPES},
+    ),
 )
 
 # Help texts as ipa-backup writes them.
 BACKUP_METRICS = (
-    Metric("ipa_backup_last_success_timestamp_seconds", "gauge", ("target",),
-           "Point in time the newest successful backup captured",
-           "Unix time of the point in time the newest successful backup captured (not when it finished). "
-           "Pushed only on success.", BACKUP, values={"target": BACKUP_TARGETS}),
-    Metric("ipa_backup_duration_seconds", "gauge", ("target",), "Duration of the last successful backup",
-           "Duration of the last backup.", BACKUP, values={"target": BACKUP_TARGETS}),
-    Metric("ipa_backup_size_bytes", "gauge", ("target",), "Stored size of the last successful backup",
-           "Size of the last backup.", BACKUP, values={"target": BACKUP_TARGETS}),
-    Metric("ipa_restore_drill_last_success_timestamp_seconds", "gauge", (), "Time of the last successful restore drill",
-           "Unix time the last successful restore drill finished.", BACKUP),
-    Metric("ipa_restore_drill_duration_seconds", "gauge", ("target",), "Restore duration in the last successful drill",
-           "Restore time of each target in the last drill.", BACKUP, values={"target": BACKUP_TARGETS}),
+    Metric(
+        "ipa_backup_last_success_timestamp_seconds",
+        "gauge",
+        ("target",),
+        "Point in time the newest successful backup captured",
+        "Unix time of the point in time the newest successful backup captured (not when it finished). Pushed only on success.",
+        BACKUP,
+        values={"target": BACKUP_TARGETS},
+    ),
+    Metric(
+        "ipa_backup_duration_seconds",
+        "gauge",
+        ("target",),
+        "Duration of the last successful backup",
+        "Duration of the last backup.",
+        BACKUP,
+        values={"target": BACKUP_TARGETS},
+    ),
+    Metric(
+        "ipa_backup_size_bytes",
+        "gauge",
+        ("target",),
+        "Stored size of the last successful backup",
+        "Size of the last backup.",
+        BACKUP,
+        values={"target": BACKUP_TARGETS},
+    ),
+    Metric(
+        "ipa_restore_drill_last_success_timestamp_seconds",
+        "gauge",
+        (),
+        "Time of the last successful restore drill",
+        "Unix time the last successful restore drill finished.",
+        BACKUP,
+    ),
+    Metric(
+        "ipa_restore_drill_duration_seconds",
+        "gauge",
+        ("target",),
+        "Restore duration in the last successful drill",
+        "Restore time of each target in the last drill.",
+        BACKUP,
+        values={"target": BACKUP_TARGETS},
+    ),
 )
 
 METRICS = {m.name: m for m in (*BACKEND_METRICS, *BACKUP_METRICS)}
@@ -100,30 +187,36 @@ CONTRACT_METRICS = frozenset(series for m in METRICS.values() for series in m.se
 # tests/test_rule_metrics.py refuses names no rule uses.
 EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "prometheus": frozenset({"up"}),  # scrape health, written by Prometheus itself
-    "kube-state-metrics": frozenset({
-        "kube_job_failed",
-        "kube_job_status_start_time",
-        "kube_pod_container_status_restarts_total",
-        "kube_pod_container_status_waiting_reason",
-        "kube_pod_container_resource_limits",
-        "kube_pod_labels",  # label_app only with metricLabelsAllowlist pods=[app] (monitoring_values.py)
-    }),
+    "kube-state-metrics": frozenset(
+        {
+            "kube_job_failed",
+            "kube_job_status_start_time",
+            "kube_pod_container_status_restarts_total",
+            "kube_pod_container_status_waiting_reason",
+            "kube_pod_container_resource_limits",
+            "kube_pod_labels",  # label_app only with metricLabelsAllowlist pods=[app] (monitoring_values.py)
+        }
+    ),
     "cadvisor": frozenset({"container_memory_working_set_bytes"}),
     "kubelet": frozenset({"kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes"}),
-    "postgres-exporter": frozenset({
-        "pg_up",
-        "pg_stat_activity_count",
-        "pg_settings_max_connections",
-        "pg_replication_lag_seconds",
-    }),
-    "redis-exporter": frozenset({
-        "redis_up",
-        "redis_memory_used_bytes",
-        "redis_memory_max_bytes",
-        "redis_connected_clients",
-        "redis_config_maxclients",
-        "redis_rejected_connections_total",
-    }),
+    "postgres-exporter": frozenset(
+        {
+            "pg_up",
+            "pg_stat_activity_count",
+            "pg_settings_max_connections",
+            "pg_replication_lag_seconds",
+        }
+    ),
+    "redis-exporter": frozenset(
+        {
+            "redis_up",
+            "redis_memory_used_bytes",
+            "redis_memory_max_bytes",
+            "redis_connected_clients",
+            "redis_config_maxclients",
+            "redis_rejected_connections_total",
+        }
+    ),
 }
 STANDARD_METRICS = frozenset(name for names in EXPORTER_METRICS.values() for name in names)
 
@@ -131,20 +224,40 @@ STANDARD_METRICS = frozenset(name for names in EXPORTER_METRICS.values() for nam
 # dashboard uses. devservices/standin_exporters.py serves all of them, with the real exporters' names and labels.
 DASHBOARD_EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "prometheus": frozenset({"ALERTS"}),  # the firing-alert series Prometheus writes
-    "kube-state-metrics": frozenset({
-        "kube_pod_status_ready", "kube_pod_container_resource_requests", "kube_job_status_succeeded", "kube_job_status_failed",
-        "kube_cronjob_status_last_successful_time",
-    }),
-    "node-exporter": frozenset({
-        "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes", "node_network_receive_bytes_total",
-        "node_network_transmit_bytes_total", "node_filesystem_avail_bytes", "node_filesystem_size_bytes", "node_disk_read_bytes_total",
-        "node_disk_written_bytes_total", "node_uname_info",
-    }),
-    "cadvisor": frozenset({
-        "container_cpu_usage_seconds_total", "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total",
-        "container_network_receive_bytes_total", "container_network_transmit_bytes_total", "container_fs_reads_bytes_total",
-        "container_fs_writes_bytes_total",
-    }),
+    "kube-state-metrics": frozenset(
+        {
+            "kube_pod_status_ready",
+            "kube_pod_container_resource_requests",
+            "kube_job_status_succeeded",
+            "kube_job_status_failed",
+            "kube_cronjob_status_last_successful_time",
+        }
+    ),
+    "node-exporter": frozenset(
+        {
+            "node_cpu_seconds_total",
+            "node_memory_MemAvailable_bytes",
+            "node_memory_MemTotal_bytes",
+            "node_network_receive_bytes_total",
+            "node_network_transmit_bytes_total",
+            "node_filesystem_avail_bytes",
+            "node_filesystem_size_bytes",
+            "node_disk_read_bytes_total",
+            "node_disk_written_bytes_total",
+            "node_uname_info",
+        }
+    ),
+    "cadvisor": frozenset(
+        {
+            "container_cpu_usage_seconds_total",
+            "container_cpu_cfs_periods_total",
+            "container_cpu_cfs_throttled_periods_total",
+            "container_network_receive_bytes_total",
+            "container_network_transmit_bytes_total",
+            "container_fs_reads_bytes_total",
+            "container_fs_writes_bytes_total",
+        }
+    ),
     "kubelet": frozenset({"kubelet_volume_stats_used_bytes"}),
     "postgres-exporter": frozenset({"pg_stat_database_numbackends", "pg_database_size_bytes"}),
     "redis-exporter": frozenset(),

@@ -49,7 +49,7 @@ def monitoring_outputs(settings: Settings) -> dict[str, str]:
     return {
         "grafanaUrl": topology(settings).grafana_internal_url,
         "grafanaPortForward": f"kubectl -n {namespace} port-forward svc/{GRAFANA_SERVICE} 3000:{GRAFANA_SERVICE_PORT}"
-                              " # then open http://localhost:3000",
+        " # then open http://localhost:3000",
         "monitoringNamespace": namespace,
         "kubePrometheusStackRelease": RELEASE_NAME,
     }
@@ -79,21 +79,20 @@ class MonitoringStack(pulumi.ComponentResource):
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
 
-        self.grafana_password = random.RandomPassword(
-            f"{name}-grafana-admin-password", length=32, special=False, opts=child
-        )
+        self.grafana_password = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False, opts=child)
         self.grafana_secret = self._secret(
-            f"{name}-grafana-admin", GRAFANA_ADMIN_SECRET,
-            {GRAFANA_ADMIN_USER_KEY: pulumi.Output.from_input("admin"),
-             GRAFANA_ADMIN_PASSWORD_KEY: pulumi.Output.secret(self.grafana_password.result)},
+            f"{name}-grafana-admin",
+            GRAFANA_ADMIN_SECRET,
+            {
+                GRAFANA_ADMIN_USER_KEY: pulumi.Output.from_input("admin"),
+                GRAFANA_ADMIN_PASSWORD_KEY: pulumi.Output.secret(self.grafana_password.result),
+            },
             in_namespace,
         )
         self.teams_secret = self._secret(
             f"{name}-teams-webhook", TEAMS_SECRET, {TEAMS_SECRET_KEY: settings.teams_webhook_url.output()}, in_namespace
         )
-        self.smtp_secret = self._secret(
-            f"{name}-smtp", SMTP_SECRET, {SMTP_SECRET_KEY: settings.smtp_password.output()}, in_namespace
-        )
+        self.smtp_secret = self._secret(f"{name}-smtp", SMTP_SECRET, {SMTP_SECRET_KEY: settings.smtp_password.output()}, in_namespace)
 
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
@@ -110,8 +109,7 @@ class MonitoringStack(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[self.namespace, self.node_exporter_namespace, self.grafana_secret,
-                            self.teams_secret, self.smtp_secret],
+                depends_on=[self.namespace, self.node_exporter_namespace, self.grafana_secret, self.teams_secret, self.smtp_secret],
             ),
         )
         # The Prometheus Operator CRDs come with the release; everything below needs them.
@@ -122,31 +120,31 @@ class MonitoringStack(pulumi.ComponentResource):
             f"{name}-ipa-backend-podmonitor",
             api_version=pod_monitor["apiVersion"],
             kind=pod_monitor["kind"],
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name="ipa-backend", namespace=namespace, labels=pod_monitor["metadata"]["labels"]
-            ),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="ipa-backend", namespace=namespace, labels=pod_monitor["metadata"]["labels"]),
             spec=pod_monitor["spec"],
             opts=after_release,
         )
         self.postgres_exporter = self._exporter(
-            f"{name}-postgres-exporter", POSTGRES_EXPORTER, settings.postgres_exporter_chart_version,
-            postgres_exporter_values(settings), after_release,
+            f"{name}-postgres-exporter",
+            POSTGRES_EXPORTER,
+            settings.postgres_exporter_chart_version,
+            postgres_exporter_values(settings),
+            after_release,
         )
         self.redis_exporter = self._exporter(
-            f"{name}-redis-exporter", REDIS_EXPORTER, settings.redis_exporter_chart_version,
-            redis_exporter_values(settings), after_release,
+            f"{name}-redis-exporter",
+            REDIS_EXPORTER,
+            settings.redis_exporter_chart_version,
+            redis_exporter_values(settings),
+            after_release,
         )
         self.outputs = monitoring_outputs(settings)
         self.register_outputs(dict(self.outputs))
 
-    def _secret(
-        self, resource_name: str, secret_name: str, data: dict[str, Any], opts: pulumi.ResourceOptions
-    ) -> k8s.core.v1.Secret:
+    def _secret(self, resource_name: str, secret_name: str, data: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
         return k8s.core.v1.Secret(
             resource_name,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=secret_name, namespace=self.settings.monitoring_namespace, labels=dict(PART_OF)
-            ),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=secret_name, namespace=self.settings.monitoring_namespace, labels=dict(PART_OF)),
             type="Opaque",
             string_data=data,
             opts=opts,

@@ -40,12 +40,14 @@ def backend_pod_monitor(settings: Settings) -> dict[str, Any]:
             "jobLabel": "app",
             "namespaceSelector": {"matchNames": [settings.backend_namespace]},
             "selector": {"matchLabels": {"app": BACKEND_APP_LABEL}},
-            "podMetricsEndpoints": [{
-                "port": settings.backend_metrics_port,
-                "path": settings.backend_metrics_path,
-                "interval": SCRAPE_INTERVAL,
-                "relabelings": [{"action": "replace", "targetLabel": "job", "replacement": BACKEND_JOB}],
-            }],
+            "podMetricsEndpoints": [
+                {
+                    "port": settings.backend_metrics_port,
+                    "path": settings.backend_metrics_path,
+                    "interval": SCRAPE_INTERVAL,
+                    "relabelings": [{"action": "replace", "targetLabel": "job", "replacement": BACKEND_JOB}],
+                }
+            ],
         },
     }
 
@@ -68,13 +70,15 @@ def postgres_exporter_values(settings: Settings) -> dict[str, Any]:
                 "passwordFile": f"{POSTGRES_CREDENTIALS_DIR}/password",
             },
         },
-        "extraVolumes": [{
-            "name": "postgres-credentials",
-            "secret": {
-                "secretName": settings.postgres_credentials_secret,
-                "items": [{"key": "username", "path": "username"}, {"key": "password", "path": "password"}],
-            },
-        }],
+        "extraVolumes": [
+            {
+                "name": "postgres-credentials",
+                "secret": {
+                    "secretName": settings.postgres_credentials_secret,
+                    "items": [{"key": "username", "path": "username"}, {"key": "password", "path": "password"}],
+                },
+            }
+        ],
         "extraVolumeMounts": [{"name": "postgres-credentials", "mountPath": POSTGRES_CREDENTIALS_DIR, "readOnly": True}],
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": CONTAINER_SECURITY_CONTEXT,

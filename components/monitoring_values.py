@@ -42,11 +42,15 @@ def node_exporter_namespace(settings: Settings) -> str:
 
 
 def _volume_claim(storage_class: str, size: str) -> dict[str, Any]:
-    return {"volumeClaimTemplate": {"spec": {
-        "storageClassName": storage_class,
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": size}},
-    }}}
+    return {
+        "volumeClaimTemplate": {
+            "spec": {
+                "storageClassName": storage_class,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            }
+        }
+    }
 
 
 def remote_write_spec(target: RemoteWrite) -> dict[str, Any]:

@@ -85,12 +85,11 @@ Check = Callable[[Any], str | None]  # returns "what is accepted" when the value
 
 
 def setting(default: Any, description: str, check: Check | None = None, secret: bool = False) -> Any:
-    return dataclasses.field(
-        metadata={"default": default, "description": description, "check": check, "secret": secret}
-    )
+    return dataclasses.field(metadata={"default": default, "description": description, "check": check, "secret": secret})
 
 
 # --- checks: each returns None when fine, else the description of what is accepted -----------
+
 
 def positive(value: float) -> str | None:
     return None if value > 0 else "a number greater than 0"
@@ -171,8 +170,10 @@ def time_zone(value: str) -> str | None:
 
 
 def bucket(value: float) -> str | None:
-    return None if value in LATENCY_BUCKETS else "one of the recommended histogram bucket bounds " + ", ".join(
-        f"{b:g}" for b in LATENCY_BUCKETS
+    return (
+        None
+        if value in LATENCY_BUCKETS
+        else "one of the recommended histogram bucket bounds " + ", ".join(f"{b:g}" for b in LATENCY_BUCKETS)
     )
 
 
@@ -207,18 +208,28 @@ class Settings:
     # --- the stack ---------------------------------------------------------------------------
     environment: str = setting(REQUIRED, "Environment of the stack: dev or prod.", one_of("dev", "prod"))
     cluster_name: str = setting(REQUIRED, "AKS cluster name; Prometheus external label `cluster`.", DNS_LABEL)
-    location: str = setting("westeurope", "Azure region of the backup resources.", matches(r"[a-z0-9]+", "an Azure region name like westeurope"))
+    location: str = setting(
+        "westeurope", "Azure region of the backup resources.", matches(r"[a-z0-9]+", "an Azure region name like westeurope")
+    )
 
     # --- monitoring stack ----------------------------------------------------------------------
     monitoring_namespace: str = setting("monitoring", "Namespace of kube-prometheus-stack, exporters and the Pushgateway.", DNS_LABEL)
     backend_namespace: str = setting("ipa", "Namespace of the ipa-backend pods.", DNS_LABEL)
-    backend_metrics_port: str = setting("http", "Name of the container port serving ipa-backend metrics.", matches(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", "a container port name (IANA_SVC_NAME, max 15 chars)"))
-    backend_metrics_path: str = setting("/metrics", "HTTP path of ipa-backend metrics.", matches(r"/[A-Za-z0-9/._-]*", "an absolute URL path like /metrics"))
+    backend_metrics_port: str = setting(
+        "http",
+        "Name of the container port serving ipa-backend metrics.",
+        matches(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", "a container port name (IANA_SVC_NAME, max 15 chars)"),
+    )
+    backend_metrics_path: str = setting(
+        "/metrics", "HTTP path of ipa-backend metrics.", matches(r"/[A-Za-z0-9/._-]*", "an absolute URL path like /metrics")
+    )
     kube_prometheus_stack_version: str = setting("88.5.3", "Pinned kube-prometheus-stack chart version.", CHART_VERSION)
     postgres_exporter_chart_version: str = setting("8.2.0", "Pinned prometheus-postgres-exporter chart version.", CHART_VERSION)
     redis_exporter_chart_version: str = setting("6.29.0", "Pinned prometheus-redis-exporter chart version.", CHART_VERSION)
     pushgateway_chart_version: str = setting("3.8.0", "Pinned prometheus-pushgateway chart version.", CHART_VERSION)
-    storage_class: str = setting("managed-csi", "StorageClass of Prometheus, Alertmanager, Grafana and Pushgateway volumes (AKS managed CSI).", DNS_LABEL)
+    storage_class: str = setting(
+        "managed-csi", "StorageClass of Prometheus, Alertmanager, Grafana and Pushgateway volumes (AKS managed CSI).", DNS_LABEL
+    )
     prometheus_replicas: int = setting(1, "Prometheus replicas.", positive)
     prometheus_retention: str = setting("15d", "Prometheus time-based retention.", PROM_DURATION)
     prometheus_retention_size: str = setting("40GB", "Prometheus size-based retention; must fit in the volume.", PROM_SIZE)
@@ -226,19 +237,33 @@ class Settings:
     prometheus_cpu_request: str = setting("500m", "Prometheus CPU request.", QUANTITY)
     prometheus_memory_request: str = setting("2Gi", "Prometheus memory request.", QUANTITY)
     prometheus_memory_limit: str = setting("4Gi", "Prometheus memory limit.", QUANTITY)
-    remote_write: tuple[RemoteWrite, ...] = setting((), "Optional Prometheus remote_write targets: [{name, url, azureAdClientId?, tenant?}].")
+    remote_write: tuple[RemoteWrite, ...] = setting(
+        (), "Optional Prometheus remote_write targets: [{name, url, azureAdClientId?, tenant?}]."
+    )
     alertmanager_replicas: int = setting(1, "Alertmanager replicas.", positive)
     alertmanager_storage_size: str = setting("2Gi", "Alertmanager volume size.", QUANTITY)
     grafana_storage_size: str = setting("10Gi", "Grafana volume size.", QUANTITY)
-    grafana_external_url: str = setting("", "Grafana URL for links in alerts; empty means the in-cluster URL.", lambda v: None if v == "" else HTTPS_URL(v))
-    runbook_base_url: str = setting("https://github.com/ipa-platform/ipa-ops/blob/main/docs/runbooks", "Base URL of docs/runbooks for alert runbook links.", HTTPS_URL)
+    grafana_external_url: str = setting(
+        "", "Grafana URL for links in alerts; empty means the in-cluster URL.", lambda v: None if v == "" else HTTPS_URL(v)
+    )
+    runbook_base_url: str = setting(
+        "https://github.com/ipa-platform/ipa-ops/blob/main/docs/runbooks", "Base URL of docs/runbooks for alert runbook links.", HTTPS_URL
+    )
 
     # --- the platform's state stores -----------------------------------------------------------
     postgres_host: str = setting("ipa-postgres.ipa.svc.cluster.local", "PostgreSQL host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
     postgres_port: int = setting(5432, "PostgreSQL port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
-    postgres_database: str = setting("ipa", "PostgreSQL database that is backed up.", matches(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}", "a PostgreSQL database name"))
-    postgres_ssl_mode: str = setting("require", "sslmode of every PostgreSQL connection: exporter, backup and drill (Azure Database for PostgreSQL needs TLS).", one_of("disable", "require", "verify-ca", "verify-full"))
-    postgres_credentials_secret: str = setting("ipa-postgres-credentials", "Existing Secret (keys `username`, `password`) for PostgreSQL.", DNS_LABEL)
+    postgres_database: str = setting(
+        "ipa", "PostgreSQL database that is backed up.", matches(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}", "a PostgreSQL database name")
+    )
+    postgres_ssl_mode: str = setting(
+        "require",
+        "sslmode of every PostgreSQL connection: exporter, backup and drill (Azure Database for PostgreSQL needs TLS).",
+        one_of("disable", "require", "verify-ca", "verify-full"),
+    )
+    postgres_credentials_secret: str = setting(
+        "ipa-postgres-credentials", "Existing Secret (keys `username`, `password`) for PostgreSQL.", DNS_LABEL
+    )
     redis_host: str = setting("ipa-redis-master.ipa.svc.cluster.local", "Redis host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
     redis_port: int = setting(6379, "Redis port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
     redis_credentials_secret: str = setting("ipa-redis-credentials", "Existing Secret (key `password`) for Redis.", DNS_LABEL)
@@ -249,8 +274,12 @@ class Settings:
     smtp_smarthost: str = setting("smtp.office365.com:587", "SMTP relay host:port.", HOST_PORT)
     smtp_auth_username: str = setting("alertmanager@ipa.example.com", "SMTP user name.", matches(r"\S+", "a non-empty user name"))
     smtp_require_tls: bool = setting(True, "Require STARTTLS to the SMTP relay.")
-    teams_webhook_url: Secret = setting(REQUIRED, "Teams Workflows (Power Automate) webhook URL. Secret.", lambda v: HTTPS_URL(v.reveal()), secret=True)
-    smtp_password: Secret = setting(REQUIRED, "SMTP password. Secret.", lambda v: None if v.reveal() else "a non-empty password", secret=True)
+    teams_webhook_url: Secret = setting(
+        REQUIRED, "Teams Workflows (Power Automate) webhook URL. Secret.", lambda v: HTTPS_URL(v.reveal()), secret=True
+    )
+    smtp_password: Secret = setting(
+        REQUIRED, "SMTP password. Secret.", lambda v: None if v.reveal() else "a non-empty password", secret=True
+    )
 
     # --- alert thresholds and objectives ---------------------------------------------------------
     error_rate_threshold: float = setting(0.05, "HighErrorRate: 5xx share of requests.", open_ratio)
@@ -259,7 +288,9 @@ class Settings:
     claude_error_rate_threshold: float = setting(0.1, "ClaudeAPIErrors: Claude API errors per second.", positive)
     claude_rate_limited_ratio_threshold: float = setting(0.2, "Share of Claude calls rate-limited before a warning.", open_ratio)
     claude_latency_p95_threshold_seconds: float = setting(30.0, "Claude API p95 latency in seconds before a warning.", positive)
-    execution_failure_ratio_threshold: float = setting(0.1, "ExecutionFailureRateHigh: share of failed or timed-out executions.", open_ratio)
+    execution_failure_ratio_threshold: float = setting(
+        0.1, "ExecutionFailureRateHigh: share of failed or timed-out executions.", open_ratio
+    )
     min_execution_rate: float = setting(0.01, "Executions per second below which the failure-ratio alert stays quiet.", at_least(0))
     execution_concurrency_limit: int = setting(20, "Executions the backend runs at once; saturation alerts at 90 %.", positive)
     execution_stuck_minutes: int = setting(30, "Executions in progress with no completion for this long are stuck.", positive)
@@ -267,9 +298,15 @@ class Settings:
     latency_slo: float = setting(0.99, "Share of requests faster than latencySloThresholdSeconds.", open_ratio)
     latency_slo_threshold_seconds: float = setting(1.0, "Latency objective bound; a histogram bucket bound.", bucket)
     claude_daily_budget_usd: float = setting(100.0, "ClaudeCostBudgetExceeded: estimated Claude spend per 24h, USD.", positive)
-    claude_pricing: dict[str, TokenPrices] = setting(DEFAULT_PRICING, "USD per million tokens per model: {model: {input, output, cacheRead, cacheWrite}}.", pricing_table)
-    claude_default_pricing: TokenPrices = setting(DEFAULT_UNKNOWN_MODEL_PRICES, "USD per million tokens for models missing from claudePricing.", prices_non_negative)
-    restore_drill_period_days: int = setting(7, "A restore drill must succeed at least this often (RestoreDrillFailed adds a day).", positive)
+    claude_pricing: dict[str, TokenPrices] = setting(
+        DEFAULT_PRICING, "USD per million tokens per model: {model: {input, output, cacheRead, cacheWrite}}.", pricing_table
+    )
+    claude_default_pricing: TokenPrices = setting(
+        DEFAULT_UNKNOWN_MODEL_PRICES, "USD per million tokens for models missing from claudePricing.", prices_non_negative
+    )
+    restore_drill_period_days: int = setting(
+        7, "A restore drill must succeed at least this often (RestoreDrillFailed adds a day).", positive
+    )
 
     # --- backups (targets, schedule and retention first) --------------------------------------------
     rpo_target_minutes: int = setting(60, "Recovery point objective, minutes.", positive)
@@ -282,20 +319,44 @@ class Settings:
     backup_weekly_retention_weeks: int = setting(12, "Weeks weekly backup sets are kept.", at_least(12))
     drill_schedule: str = setting("0 3 * * 0", "Cron schedule of the restore-drill CronJob.", cron)
     backup_namespace: str = setting("ipa-backup", "Namespace of the backup and drill CronJobs.", DNS_LABEL)
-    backup_service_account: str = setting("ipa-backup", "ServiceAccount of the backup pods (federated with the managed identity).", DNS_LABEL)
-    backup_image: str = setting("", "Prebuilt backup image reference; empty builds backup_image/ and pushes it. Prod requires a digest.", lambda v: None if v == "" else IMAGE_REF(v))
-    container_registry: str = setting("ipaopsacr", "Azure Container Registry name the image is pushed to.", matches(r"[A-Za-z0-9]{5,50}", "5-50 letters and digits"))
+    backup_service_account: str = setting(
+        "ipa-backup", "ServiceAccount of the backup pods (federated with the managed identity).", DNS_LABEL
+    )
+    backup_image: str = setting(
+        "",
+        "Prebuilt backup image reference; empty builds backup_image/ and pushes it. Prod requires a digest.",
+        lambda v: None if v == "" else IMAGE_REF(v),
+    )
+    container_registry: str = setting(
+        "ipaopsacr", "Azure Container Registry name the image is pushed to.", matches(r"[A-Za-z0-9]{5,50}", "5-50 letters and digits")
+    )
     production_database_size_gb: float = setting(20.0, "Size of the production database, GB, for the RTO estimate.", positive)
 
     # --- backup storage on Azure -------------------------------------------------------------------
-    existing_resource_group: str = setting("", "Existing resource group to use; empty creates one.", lambda v: None if v == "" else matches(r"[-\w._()]{1,90}", "an Azure resource group name")(v))
+    existing_resource_group: str = setting(
+        "",
+        "Existing resource group to use; empty creates one.",
+        lambda v: None if v == "" else matches(r"[-\w._()]{1,90}", "an Azure resource group name")(v),
+    )
     storage_account_name: str = setting(REQUIRED, "Name of the backup storage account.", storage_account_name)
-    storage_redundancy: str = setting("Standard_ZRS", "Storage SKU. Prod requires geo-zone redundancy.", one_of("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_RAGRS", "Standard_GZRS", "Standard_RAGZRS"))
-    backup_container: str = setting("ipa-backups", "Private blob container of the backup sets.", matches(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", "a container name: 3-63 lowercase letters, digits and single hyphens"))
+    storage_redundancy: str = setting(
+        "Standard_ZRS",
+        "Storage SKU. Prod requires geo-zone redundancy.",
+        one_of("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_RAGRS", "Standard_GZRS", "Standard_RAGZRS"),
+    )
+    backup_container: str = setting(
+        "ipa-backups",
+        "Private blob container of the backup sets.",
+        matches(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", "a container name: 3-63 lowercase letters, digits and single hyphens"),
+    )
     aks_subnet_ids: tuple[str, ...] = setting((), "AKS subnet resource ids allowed through the storage firewall.", each(SUBNET_ID))
     aks_oidc_issuer_url: str = setting(REQUIRED, "OIDC issuer URL of the AKS cluster (workload identity).", HTTPS_URL)
-    blob_soft_delete_days: int = setting(14, "Days deleted blobs and containers stay recoverable.", lambda v: None if 1 <= v <= 365 else "a whole number of days 1-365")
-    storage_immutability_days: int = setting(0, "Version-level immutability period, days; 0 disables. Prod requires >= backupRetentionDays.", at_least(0))
+    blob_soft_delete_days: int = setting(
+        14, "Days deleted blobs and containers stay recoverable.", lambda v: None if 1 <= v <= 365 else "a whole number of days 1-365"
+    )
+    storage_immutability_days: int = setting(
+        0, "Version-level immutability period, days; 0 disables. Prod requires >= backupRetentionDays.", at_least(0)
+    )
     storage_delete_lock: bool = setting(False, "CanNotDelete lock on the storage account (prod requires it).")
 
     # --- derived values -----------------------------------------------------------------------------
@@ -386,30 +447,42 @@ def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
     problems: list[tuple[str, Any, str]] = []
     gap = s.backup_longest_gap_minutes
     if gap + s.backup_deadline_minutes > s.rpo_target_minutes:
-        problems.append((
-            "backupSchedule", s.backup_schedule,
-            f"a schedule whose longest gap between runs ({gap} min) plus backupDeadlineMinutes "
-            f"({s.backup_deadline_minutes} min) is at most rpoTargetMinutes ({s.rpo_target_minutes} min)",
-        ))
+        problems.append(
+            (
+                "backupSchedule",
+                s.backup_schedule,
+                f"a schedule whose longest gap between runs ({gap} min) plus backupDeadlineMinutes "
+                f"({s.backup_deadline_minutes} min) is at most rpoTargetMinutes ({s.rpo_target_minutes} min)",
+            )
+        )
     drill_gap_days = parse_cron(s.drill_schedule).longest_gap_minutes() / 1440
     if drill_gap_days > s.restore_drill_period_days:
-        problems.append((
-            "drillSchedule", s.drill_schedule,
-            f"a schedule that runs at least every restoreDrillPeriodDays ({s.restore_drill_period_days} days); "
-            f"its longest gap is {drill_gap_days:g} days",
-        ))
+        problems.append(
+            (
+                "drillSchedule",
+                s.drill_schedule,
+                f"a schedule that runs at least every restoreDrillPeriodDays ({s.restore_drill_period_days} days); "
+                f"its longest gap is {drill_gap_days:g} days",
+            )
+        )
     if s.backup_deadline_minutes * 2 > s.rto_target_minutes:
         problems.append(("backupDeadlineMinutes", s.backup_deadline_minutes, "at most half of rtoTargetMinutes"))
     if s.storage_immutability_days and s.storage_immutability_days < s.backup_retention_days:
-        problems.append((
-            "storageImmutabilityDays", s.storage_immutability_days,
-            f"0 (off) or at least backupRetentionDays ({s.backup_retention_days})",
-        ))
+        problems.append(
+            (
+                "storageImmutabilityDays",
+                s.storage_immutability_days,
+                f"0 (off) or at least backupRetentionDays ({s.backup_retention_days})",
+            )
+        )
     if _size_bytes(s.prometheus_retention_size) > 0.9 * _quantity_bytes(s.prometheus_storage_size):
-        problems.append((
-            "prometheusRetentionSize", s.prometheus_retention_size,
-            f"at most 90 % of prometheusStorageSize ({s.prometheus_storage_size}), leaving room for the WAL",
-        ))
+        problems.append(
+            (
+                "prometheusRetentionSize",
+                s.prometheus_retention_size,
+                f"at most 90 % of prometheusStorageSize ({s.prometheus_storage_size}), leaving room for the WAL",
+            )
+        )
     if s.is_prod:
         if s.storage_redundancy not in ("Standard_GZRS", "Standard_RAGZRS"):
             problems.append(("storageRedundancy", s.storage_redundancy, "in prod, 'Standard_RAGZRS' or 'Standard_GZRS'"))
@@ -422,8 +495,20 @@ def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
     return problems
 
 
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "m": 1e-3}
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "m": 1e-3,
+}
 _PROM_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "PB": 2**50, "EB": 2**60}
 
 
@@ -446,8 +531,8 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     prefix = PROJECT + ":"
     values: dict[str, Any] = {}
     for full_key in sorted(raw):
-        if full_key.startswith(prefix) and full_key[len(prefix):] not in FIELDS:
-            key = full_key[len(prefix):]
+        if full_key.startswith(prefix) and full_key[len(prefix) :] not in FIELDS:
+            key = full_key[len(prefix) :]
             close = [k for k in FIELDS if _similar(k, key)]
             hint = f"; did you mean {close[0]}?" if close else ""
             problems.append(f"{full_key}: unknown setting{hint} (accepted keys: see the README's settings table)")
@@ -477,8 +562,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     if not problems:
         settings = Settings(**values)
         problems += [
-            f"{prefix}{key} = {_show(value, False)} is invalid: expected {accepted}"
-            for key, value, accepted in _cross_checks(settings)
+            f"{prefix}{key} = {_show(value, False)} is invalid: expected {accepted}" for key, value, accepted in _cross_checks(settings)
         ]
         if not problems:
             return settings
@@ -498,7 +582,7 @@ def load_settings() -> Settings:
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
     config = pulumi.Config(PROJECT)
     prefix = PROJECT + ":"
-    raw = {key: config.get(key[len(prefix):]) for key in keys if key.startswith(prefix)}
+    raw = {key: config.get(key[len(prefix) :]) for key in keys if key.startswith(prefix)}
     try:
         return parse_settings(raw)
     except SettingsError as err:

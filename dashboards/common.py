@@ -81,6 +81,7 @@ def runbook_url(settings: Settings, alert: str) -> str:
 
 # --- variables -------------------------------------------------------------------------------------
 
+
 def datasource_variable() -> dashboard_builders.DatasourceVariable:
     return (
         dashboard_builders.DatasourceVariable("datasource")
@@ -115,29 +116,41 @@ def query_variable(
 
 def job_variable() -> dashboard_builders.QueryVariable:
     return query_variable(
-        "job", "Job", "label_values(http_requests_total, job)",
-        "Scrape job of the backend pods (the PodMonitor sets job=\"ipa-backend\").", default=BACKEND_JOB,
+        "job",
+        "Job",
+        "label_values(http_requests_total, job)",
+        'Scrape job of the backend pods (the PodMonitor sets job="ipa-backend").',
+        default=BACKEND_JOB,
     )
 
 
 def namespace_variable(settings: Settings) -> dashboard_builders.QueryVariable:
     return query_variable(
-        "namespace", "Namespace", 'label_values(http_requests_total{job="$job"}, namespace)',
-        "Namespace of the ipa-backend pods.", default=settings.backend_namespace,
+        "namespace",
+        "Namespace",
+        'label_values(http_requests_total{job="$job"}, namespace)',
+        "Namespace of the ipa-backend pods.",
+        default=settings.backend_namespace,
     )
 
 
 def workflow_variable() -> dashboard_builders.QueryVariable:
     return query_variable(
-        "workflow", "Workflow", 'label_values(ipa_executions_total{job="$job", namespace="$namespace"}, workflow)',
-        "Workflows to show (regex match; All = every workflow).", multi=True,
+        "workflow",
+        "Workflow",
+        'label_values(ipa_executions_total{job="$job", namespace="$namespace"}, workflow)',
+        "Workflows to show (regex match; All = every workflow).",
+        multi=True,
     )
 
 
 def model_variable() -> dashboard_builders.QueryVariable:
     return query_variable(
-        "model", "Model", 'label_values(claude_api_requests_total{job="$job", namespace="$namespace"}, model)',
-        "Claude models to show (regex match; All = every model).", multi=True,
+        "model",
+        "Model",
+        'label_values(claude_api_requests_total{job="$job", namespace="$namespace"}, model)',
+        "Claude models to show (regex match; All = every model).",
+        multi=True,
     )
 
 
@@ -146,6 +159,7 @@ def backend_variables(settings: Settings) -> list[Any]:
 
 
 # --- links and annotations ---------------------------------------------------------------------
+
 
 def dashboard_links(settings: Settings, current_uid: str) -> list[cogbuilder.Builder[dashboard_models.DashboardLink]]:
     """A link to every other IPA dashboard (keeping time range and variables) and to the runbooks."""
@@ -202,6 +216,7 @@ def alert_annotation(name: str, alerts: Sequence[str], color: str = "red") -> da
 
 # --- panels --------------------------------------------------------------------------------------
 
+
 def _target(query: Query, ref_id: str) -> prometheus_builders.Dataquery:
     target = prometheus_builders.Dataquery().expr(query.expr).ref_id(ref_id).datasource(DATASOURCE)
     if query.legend:
@@ -217,8 +232,16 @@ def _thresholds(threshold_steps: Sequence[Step]) -> dashboard_builders.Threshold
     )
 
 
-def _common(panel: Any, settings: Settings, title: str, description: str, unit: str, queries: Sequence[Query],
-            threshold_steps: Sequence[Step] | None, alerts: Sequence[str]) -> Any:
+def _common(
+    panel: Any,
+    settings: Settings,
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Query],
+    threshold_steps: Sequence[Step] | None,
+    alerts: Sequence[str],
+) -> Any:
     panel = panel.title(title).description(description).datasource(DATASOURCE).unit(unit)
     for index, query in enumerate(queries):
         panel = panel.with_target(_target(query, chr(ord("A") + index)))
@@ -228,14 +251,28 @@ def _common(panel: Any, settings: Settings, title: str, description: str, unit: 
     return panel
 
 
-def graph(settings: Settings, title: str, description: str, unit: str, queries: Sequence[Query],
-          threshold_steps: Sequence[Step] | None = None, alerts: Sequence[str] = (), stack: bool = False,
-          min_value: float | None = 0, max_value: float | None = None) -> timeseries.Panel:
+def graph(
+    settings: Settings,
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Query],
+    threshold_steps: Sequence[Step] | None = None,
+    alerts: Sequence[str] = (),
+    stack: bool = False,
+    min_value: float | None = 0,
+    max_value: float | None = None,
+) -> timeseries.Panel:
     """A time series; thresholds, when given, are drawn as dashed lines."""
     panel = _common(timeseries.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
     panel = (
-        panel.legend(common_builders.VizLegendOptions().show_legend(True).display_mode(common_models.LegendDisplayMode.TABLE)
-                     .placement(common_models.LegendPlacement.BOTTOM).calcs(["mean", "max", "lastNotNull"]))
+        panel.legend(
+            common_builders.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common_models.LegendDisplayMode.TABLE)
+            .placement(common_models.LegendPlacement.BOTTOM)
+            .calcs(["mean", "max", "lastNotNull"])
+        )
         .tooltip(common_builders.VizTooltipOptions().mode(common_models.TooltipDisplayMode.MULTI).sort(common_models.SortOrder.DESCENDING))
         .line_width(1)
         .fill_opacity(10)
@@ -253,8 +290,16 @@ def graph(settings: Settings, title: str, description: str, unit: str, queries: 
     return panel
 
 
-def single(settings: Settings, title: str, description: str, unit: str, query: Query | Sequence[Query],
-           threshold_steps: Sequence[Step] | None = None, alerts: Sequence[str] = (), decimals: int | None = None) -> stat.Panel:
+def single(
+    settings: Settings,
+    title: str,
+    description: str,
+    unit: str,
+    query: Query | Sequence[Query],
+    threshold_steps: Sequence[Step] | None = None,
+    alerts: Sequence[str] = (),
+    decimals: int | None = None,
+) -> stat.Panel:
     """A big number (last value), coloured by its thresholds."""
     queries = [query] if isinstance(query, Query) else list(query)
     panel = _common(stat.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
@@ -268,8 +313,16 @@ def single(settings: Settings, title: str, description: str, unit: str, query: Q
     return panel
 
 
-def bars(settings: Settings, title: str, description: str, unit: str, query: Query,
-         threshold_steps: Sequence[Step] | None = None, alerts: Sequence[str] = (), max_value: float | None = None) -> bargauge.Panel:
+def bars(
+    settings: Settings,
+    title: str,
+    description: str,
+    unit: str,
+    query: Query,
+    threshold_steps: Sequence[Step] | None = None,
+    alerts: Sequence[str] = (),
+    max_value: float | None = None,
+) -> bargauge.Panel:
     """Horizontal bars, one per series (e.g. the slowest handlers)."""
     panel = _common(bargauge.Panel(), settings, title, description, unit, [query], threshold_steps, alerts)
     panel = (
@@ -293,11 +346,18 @@ def grid(settings: Settings, title: str, description: str, unit: str, query: Que
 
 # --- the board -----------------------------------------------------------------------------------
 
+
 class Board:
     """Lays panels out left to right in rows of 24 columns and assigns unique ids."""
 
-    def __init__(self, settings: Settings, uid: str, description: str, variables: Sequence[Any],
-                 annotations: Sequence[dashboard_builders.AnnotationQuery] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        uid: str,
+        description: str,
+        variables: Sequence[Any],
+        annotations: Sequence[dashboard_builders.AnnotationQuery] = (),
+    ) -> None:
         self.uid = uid
         self.dashboard = (
             dashboard_builders.Dashboard(DASHBOARDS[uid])

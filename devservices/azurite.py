@@ -40,18 +40,23 @@ class AzuriteServer:
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={DEV_KEY};"
-            f"BlobEndpoint={self.blob_endpoint};"
-        )
+        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={self.blob_endpoint};"
 
     def start(self, timeout: float = 60.0) -> None:
         """(Re)start on the same port and data location."""
         if self.process is not None and self.process.running():
             return
         argv = [
-            self.binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-            "--location", str(self.tmp / "data"), "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+            self.binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(self.port),
+            "--location",
+            str(self.tmp / "data"),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableProductStyleUrl",
         ]
         if self.in_memory:
             argv.append("--inMemoryPersistence")

@@ -101,8 +101,7 @@ def _run_as(root: Path | None) -> tuple[list[str], int, int]:
     if root is not None:
         if os.geteuid() != 0:
             raise ServiceError(f"a server from {root} runs with chroot, which needs root")
-        entry = next((line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
-                      if line.startswith("postgres:")), None)
+        entry = next((line.split(":") for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("postgres:")), None)
         if entry is None:
             raise ServiceError(f"{root} has no `postgres` user: {SERVERS_HINT}")
         return ["chroot", str(root), "runuser", "-u", "postgres", "--"], int(entry[2]), int(entry[3])
@@ -170,9 +169,25 @@ def postgres(
     proc: ManagedProcess | None = None
     try:
         init = subprocess.run(
-            [*prefix, str(server_bin / "initdb"), "-D", str(seen(data_dir)), "-U", user, f"--pwfile={seen(pwfile)}",
-             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-            capture_output=True, cwd=tmp, timeout=120, check=False,
+            [
+                *prefix,
+                str(server_bin / "initdb"),
+                "-D",
+                str(seen(data_dir)),
+                "-U",
+                user,
+                f"--pwfile={seen(pwfile)}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            cwd=tmp,
+            timeout=120,
+            check=False,
         )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed: {init.stdout.decode(errors='replace')}{init.stderr.decode(errors='replace')}")
@@ -190,12 +205,10 @@ def postgres(
         for key, value in conf.items():
             argv += ["-c", f"{key}={value}"]
         proc = ManagedProcess("postgres", argv, tmp / "postgres.log", cwd=tmp).start()
-        server = PostgresServer("127.0.0.1", port, user, password, database, bin_dir, data_dir,
-                                int(server_bin.parent.name), proc)
+        server = PostgresServer("127.0.0.1", port, user, password, database, bin_dir, data_dir, int(server_bin.parent.name), proc)
 
         def ready() -> bool:
-            probe = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
-                                   timeout=5, check=False)
+            probe = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], timeout=5, check=False)
             return probe.returncode == 0
 
         proc.wait_until(ready, start_timeout, what="accepting connections")

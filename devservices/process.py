@@ -90,9 +90,7 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited with code {self.proc.returncode} before it was {what}:\n{self.log_tail()}"
-                )
+                raise ServiceError(f"{self.name} exited with code {self.proc.returncode} before it was {what}:\n{self.log_tail()}")
             try:
                 if ready():
                     return

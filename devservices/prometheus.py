@@ -66,8 +66,7 @@ class _Service:
 
     def _json(self, response: requests.Response) -> Any:
         if response.status_code >= 300:
-            raise ServiceError(f"{self.name} {response.request.method} {response.url}: "
-                               f"HTTP {response.status_code}: {response.text[:500]}")
+            raise ServiceError(f"{self.name} {response.request.method} {response.url}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
 
     def ready(self) -> bool:
@@ -81,8 +80,9 @@ class _Service:
         """Reread the configuration file (and, for Prometheus, its rule files); fails if it is invalid."""
         response = self.session.post(self.url + "/-/reload", timeout=HTTP_TIMEOUT)
         if response.status_code != 200:
-            raise ServiceError(f"{self.name} reload failed: HTTP {response.status_code}: {response.text.strip()}\n"
-                               f"{self.process.log_tail(10)}")
+            raise ServiceError(
+                f"{self.name} reload failed: HTTP {response.status_code}: {response.text.strip()}\n{self.process.log_tail(10)}"
+            )
 
 
 class Prometheus(_Service):
@@ -178,8 +178,7 @@ def _start(name: str, argv: list[str], service_dir: Path, port: int, timeout: fl
     process = ManagedProcess(name, argv, service_dir / f"{name}.log", cwd=service_dir).start()
     ready_url = f"http://127.0.0.1:{port}/-/ready"
     try:
-        process.wait_until(lambda: requests.get(ready_url, timeout=2).status_code == 200,
-                           timeout, what=f"ready on 127.0.0.1:{port}")
+        process.wait_until(lambda: requests.get(ready_url, timeout=2).status_code == 200, timeout, what=f"ready on 127.0.0.1:{port}")
     except BaseException:
         process.stop()
         raise
@@ -201,8 +200,7 @@ def prometheus_config(
     }
     if alertmanager_url:
         parts = urlsplit(alertmanager_url)
-        target: dict[str, Any] = {"scheme": parts.scheme or "http", "api_version": "v2",
-                                  "static_configs": [{"targets": [parts.netloc]}]}
+        target: dict[str, Any] = {"scheme": parts.scheme or "http", "api_version": "v2", "static_configs": [{"targets": [parts.netloc]}]}
         if parts.path.strip("/"):
             target["path_prefix"] = parts.path
         config["alerting"] = {"alertmanagers": [target]}
@@ -251,9 +249,7 @@ def prometheus(
 
 
 @contextmanager
-def alertmanager(
-    workdir: Path, config_path: Path, extra_args: Sequence[str] = (), timeout: float = 30.0
-) -> Iterator[Alertmanager]:
+def alertmanager(workdir: Path, config_path: Path, extra_args: Sequence[str] = (), timeout: float = 30.0) -> Iterator[Alertmanager]:
     """Run a single Alertmanager (no clustering) with this configuration file."""
     if not DEBIAN_AM_TEMPLATES.is_file():
         raise ServiceError(f"alertmanager needs its default templates at {DEBIAN_AM_TEMPLATES}: {INSTALL_HINT}")

@@ -59,7 +59,10 @@ class RedisServer:
             env["REDISCLI_AUTH"] = self.password
         result = subprocess.run(
             [require_binary("redis-cli", INSTALL_HINT), "-h", self.host, "-p", str(self.port), "-n", str(db), *args],
-            capture_output=True, env=env, timeout=timeout, check=False,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
         )
         out = result.stdout.decode(errors="replace")
         if result.returncode != 0 or out.startswith("ERR") or out.startswith("NOAUTH"):
@@ -77,8 +80,7 @@ def server_version(argv: list[str]) -> str:
 
 
 @contextmanager
-def redis_server(password: str | None = None, base_dir: Path | None = None,
-                 major: int | None = None) -> Iterator[RedisServer]:
+def redis_server(password: str | None = None, base_dir: Path | None = None, major: int | None = None) -> Iterator[RedisServer]:
     """Start redis-server (with `requirepass` when a password is given); stop it on exit."""
     command = [require_binary("redis-server", INSTALL_HINT)]
     version = server_version(command)
@@ -95,8 +97,14 @@ def redis_server(password: str | None = None, base_dir: Path | None = None,
     port = free_port()
     conf = tmp / "redis.conf"
     lines = [
-        "bind 127.0.0.1", f"port {port}", f"dir {seen}", 'save ""', "appendonly no",
-        "protected-mode yes", "daemonize no", "databases 16",
+        "bind 127.0.0.1",
+        f"port {port}",
+        f"dir {seen}",
+        'save ""',
+        "appendonly no",
+        "protected-mode yes",
+        "daemonize no",
+        "databases 16",
         # Serve `redis-cli --rdb` (a replica sync) at once instead of waiting 5 s for more replicas.
         "repl-diskless-sync-delay 0",
     ]

@@ -62,36 +62,90 @@ class _Exporters:
 
         # --- kube-state-metrics -------------------------------------------------------------
         pod_labels = ["namespace", "pod", "uid"]
-        self.pod_info = Gauge("kube_pod_info", "Information about pod.",
-                              ["namespace", "pod", "uid", "host_ip", "pod_ip", "node", "created_by_kind", "created_by_name",
-                               "priority_class", "host_network"], registry=ksm)
+        self.pod_info = Gauge(
+            "kube_pod_info",
+            "Information about pod.",
+            [
+                "namespace",
+                "pod",
+                "uid",
+                "host_ip",
+                "pod_ip",
+                "node",
+                "created_by_kind",
+                "created_by_name",
+                "priority_class",
+                "host_network",
+            ],
+            registry=ksm,
+        )
         # Only the labels allowed by kube-state-metrics' metricLabelsAllowlist (pods=[app]) appear.
-        self.pod_labels = Gauge("kube_pod_labels", "Kubernetes labels converted to Prometheus labels.",
-                                [*pod_labels, "label_app"], registry=ksm)
-        self.pod_ready = Gauge("kube_pod_status_ready", "Describes whether the pod is ready to serve requests.",
-                               [*pod_labels, "condition"], registry=ksm)
-        self.requests = Gauge("kube_pod_container_resource_requests", "The number of requested request resource by a container.",
-                              [*pod_labels, "container", "node", "resource", "unit"], registry=ksm)
-        self.limits = Gauge("kube_pod_container_resource_limits", "The number of requested limit resource by a container.",
-                            [*pod_labels, "container", "node", "resource", "unit"], registry=ksm)
-        self.restarts = Counter("kube_pod_container_status_restarts", "The number of container restarts per container.",
-                                [*pod_labels, "container"], registry=ksm)
-        self.waiting = Gauge("kube_pod_container_status_waiting_reason", "Describes the reason the container is currently in waiting state.",
-                             [*pod_labels, "container", "reason"], registry=ksm)
-        self.job_failed = Gauge("kube_job_status_failed", "The number of pods which reached Phase Failed and the reason for failure.",
-                                ["namespace", "job_name", "reason"], registry=ksm)
-        self.job_failed_condition = Gauge("kube_job_failed", "The job has failed its execution.",
-                                          ["namespace", "job_name", "condition"], registry=ksm)
-        self.job_succeeded = Gauge("kube_job_status_succeeded", "The number of pods which reached Phase Succeeded.",
-                                   ["namespace", "job_name"], registry=ksm)
-        self.job_start = Gauge("kube_job_status_start_time", "StartTime represents time when the job was acknowledged by the Job Manager.",
-                               ["namespace", "job_name"], registry=ksm)
-        self.job_owner = Gauge("kube_job_owner", "Information about the Job's owner.",
-                               ["namespace", "job_name", "owner_kind", "owner_name", "owner_is_controller"], registry=ksm)
-        self.cron_last_success = Gauge("kube_cronjob_status_last_successful_time", "LastSuccessfulTime keeps information of when was the last time the job was completed successfully.",
-                                       ["namespace", "cronjob"], registry=ksm)
-        self.cron_last_schedule = Gauge("kube_cronjob_status_last_schedule_time", "LastScheduleTime keeps information of when was the last time the job was successfully scheduled.",
-                                        ["namespace", "cronjob"], registry=ksm)
+        self.pod_labels = Gauge(
+            "kube_pod_labels", "Kubernetes labels converted to Prometheus labels.", [*pod_labels, "label_app"], registry=ksm
+        )
+        self.pod_ready = Gauge(
+            "kube_pod_status_ready", "Describes whether the pod is ready to serve requests.", [*pod_labels, "condition"], registry=ksm
+        )
+        self.requests = Gauge(
+            "kube_pod_container_resource_requests",
+            "The number of requested request resource by a container.",
+            [*pod_labels, "container", "node", "resource", "unit"],
+            registry=ksm,
+        )
+        self.limits = Gauge(
+            "kube_pod_container_resource_limits",
+            "The number of requested limit resource by a container.",
+            [*pod_labels, "container", "node", "resource", "unit"],
+            registry=ksm,
+        )
+        self.restarts = Counter(
+            "kube_pod_container_status_restarts",
+            "The number of container restarts per container.",
+            [*pod_labels, "container"],
+            registry=ksm,
+        )
+        self.waiting = Gauge(
+            "kube_pod_container_status_waiting_reason",
+            "Describes the reason the container is currently in waiting state.",
+            [*pod_labels, "container", "reason"],
+            registry=ksm,
+        )
+        self.job_failed = Gauge(
+            "kube_job_status_failed",
+            "The number of pods which reached Phase Failed and the reason for failure.",
+            ["namespace", "job_name", "reason"],
+            registry=ksm,
+        )
+        self.job_failed_condition = Gauge(
+            "kube_job_failed", "The job has failed its execution.", ["namespace", "job_name", "condition"], registry=ksm
+        )
+        self.job_succeeded = Gauge(
+            "kube_job_status_succeeded", "The number of pods which reached Phase Succeeded.", ["namespace", "job_name"], registry=ksm
+        )
+        self.job_start = Gauge(
+            "kube_job_status_start_time",
+            "StartTime represents time when the job was acknowledged by the Job Manager.",
+            ["namespace", "job_name"],
+            registry=ksm,
+        )
+        self.job_owner = Gauge(
+            "kube_job_owner",
+            "Information about the Job's owner.",
+            ["namespace", "job_name", "owner_kind", "owner_name", "owner_is_controller"],
+            registry=ksm,
+        )
+        self.cron_last_success = Gauge(
+            "kube_cronjob_status_last_successful_time",
+            "LastSuccessfulTime keeps information of when was the last time the job was completed successfully.",
+            ["namespace", "cronjob"],
+            registry=ksm,
+        )
+        self.cron_last_schedule = Gauge(
+            "kube_cronjob_status_last_schedule_time",
+            "LastScheduleTime keeps information of when was the last time the job was successfully scheduled.",
+            ["namespace", "cronjob"],
+            registry=ksm,
+        )
 
         # --- node-exporter -------------------------------------------------------------------
         self.node_cpu = Counter("node_cpu_seconds", "Seconds the CPUs spent in each mode.", ["cpu", "mode"], registry=node)
@@ -100,36 +154,71 @@ class _Exporters:
         self.net_rx = Counter("node_network_receive_bytes", "Network device statistic receive_bytes.", ["device"], registry=node)
         self.net_tx = Counter("node_network_transmit_bytes", "Network device statistic transmit_bytes.", ["device"], registry=node)
         fs_labels = ["device", "fstype", "mountpoint", "device_error"]
-        self.fs_avail = Gauge("node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.", fs_labels, registry=node)
+        self.fs_avail = Gauge(
+            "node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.", fs_labels, registry=node
+        )
         self.fs_size = Gauge("node_filesystem_size_bytes", "Filesystem size in bytes.", fs_labels, registry=node)
         self.disk_read = Counter("node_disk_read_bytes", "The total number of bytes read successfully.", ["device"], registry=node)
         self.disk_written = Counter("node_disk_written_bytes", "The total number of bytes written successfully.", ["device"], registry=node)
-        self.uname = Gauge("node_uname_info", "Labeled system information as provided by the uname system call.",
-                           ["domainname", "machine", "nodename", "release", "sysname", "version"], registry=node)
+        self.uname = Gauge(
+            "node_uname_info",
+            "Labeled system information as provided by the uname system call.",
+            ["domainname", "machine", "nodename", "release", "sysname", "version"],
+            registry=node,
+        )
 
         # --- kubelet: cAdvisor and volume stats ------------------------------------------------
         container_labels = ["container", "id", "image", "name", "namespace", "pod"]
         self.cpu = Counter("container_cpu_usage_seconds", "Cumulative cpu time consumed in seconds.", container_labels, registry=cadvisor)
-        self.cfs_periods = Counter("container_cpu_cfs_periods", "Number of elapsed enforcement period intervals.", container_labels, registry=cadvisor)
-        self.cfs_throttled = Counter("container_cpu_cfs_throttled_periods", "Number of throttled period intervals.", container_labels, registry=cadvisor)
+        self.cfs_periods = Counter(
+            "container_cpu_cfs_periods", "Number of elapsed enforcement period intervals.", container_labels, registry=cadvisor
+        )
+        self.cfs_throttled = Counter(
+            "container_cpu_cfs_throttled_periods", "Number of throttled period intervals.", container_labels, registry=cadvisor
+        )
         self.working_set = Gauge("container_memory_working_set_bytes", "Current working set in bytes.", container_labels, registry=cadvisor)
-        self.fs_reads = Counter("container_fs_reads_bytes", "Cumulative count of bytes read.", [*container_labels, "device"], registry=cadvisor)
-        self.fs_writes = Counter("container_fs_writes_bytes", "Cumulative count of bytes written.", [*container_labels, "device"], registry=cadvisor)
+        self.fs_reads = Counter(
+            "container_fs_reads_bytes", "Cumulative count of bytes read.", [*container_labels, "device"], registry=cadvisor
+        )
+        self.fs_writes = Counter(
+            "container_fs_writes_bytes", "Cumulative count of bytes written.", [*container_labels, "device"], registry=cadvisor
+        )
         # Network counters exist per pod only (the pause container's network namespace): container="".
-        self.pod_rx = Counter("container_network_receive_bytes", "Cumulative count of bytes received.", [*container_labels, "interface"], registry=cadvisor)
-        self.pod_tx = Counter("container_network_transmit_bytes", "Cumulative count of bytes transmitted.", [*container_labels, "interface"], registry=cadvisor)
+        self.pod_rx = Counter(
+            "container_network_receive_bytes", "Cumulative count of bytes received.", [*container_labels, "interface"], registry=cadvisor
+        )
+        self.pod_tx = Counter(
+            "container_network_transmit_bytes",
+            "Cumulative count of bytes transmitted.",
+            [*container_labels, "interface"],
+            registry=cadvisor,
+        )
         pvc_labels = ["namespace", "persistentvolumeclaim"]
         self.vol_used = Gauge("kubelet_volume_stats_used_bytes", "Number of used bytes in the volume", pvc_labels, registry=kubelet)
         self.vol_capacity = Gauge("kubelet_volume_stats_capacity_bytes", "Capacity in bytes of the volume", pvc_labels, registry=kubelet)
-        self.vol_available = Gauge("kubelet_volume_stats_available_bytes", "Number of available bytes in the volume", pvc_labels, registry=kubelet)
+        self.vol_available = Gauge(
+            "kubelet_volume_stats_available_bytes", "Number of available bytes in the volume", pvc_labels, registry=kubelet
+        )
 
         # --- postgres-exporter and redis-exporter --------------------------------------------
-        self.pg_up = Gauge("pg_up", "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).", registry=pg)
-        self.pg_backends = Gauge("pg_stat_database_numbackends", "Number of backends currently connected to this database.", ["datid", "datname"], registry=pg)
+        self.pg_up = Gauge(
+            "pg_up",
+            "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).",
+            registry=pg,
+        )
+        self.pg_backends = Gauge(
+            "pg_stat_database_numbackends", "Number of backends currently connected to this database.", ["datid", "datname"], registry=pg
+        )
         self.pg_size = Gauge("pg_database_size_bytes", "Disk space used by the database", ["datname"], registry=pg)
-        self.pg_activity = Gauge("pg_stat_activity_count", "number of connections in this state",
-                                 ["application_name", "backend_type", "datname", "state", "usename"], registry=pg)
-        self.pg_max_connections = Gauge("pg_settings_max_connections", "Sets the maximum number of concurrent connections.", ["server"], registry=pg)
+        self.pg_activity = Gauge(
+            "pg_stat_activity_count",
+            "number of connections in this state",
+            ["application_name", "backend_type", "datname", "state", "usename"],
+            registry=pg,
+        )
+        self.pg_max_connections = Gauge(
+            "pg_settings_max_connections", "Sets the maximum number of concurrent connections.", ["server"], registry=pg
+        )
         self.pg_lag = Gauge("pg_replication_lag_seconds", "Replication lag behind master in seconds", ["server"], registry=pg)
         self.redis_up = Gauge("redis_up", "Information about the Redis instance", registry=redis)
         self.redis_memory = Gauge("redis_memory_used_bytes", "memory_used_bytes metric", registry=redis)
@@ -143,8 +232,9 @@ class _Exporters:
     def _declare(self, namespace: str, backup_namespace: str, monitoring_namespace: str, database: str, now: float) -> None:
         for index, pod in enumerate(BACKEND_PODS):
             uid = f"5b0c6d2e-0000-4000-8000-00000000000{index}"
-            self.pod_info.labels(namespace, pod, uid, NODE_IP, f"10.244.0.{10 + index}", NODE, "StatefulSet", "ipa-backend",
-                                 "", "false").set(1)
+            self.pod_info.labels(
+                namespace, pod, uid, NODE_IP, f"10.244.0.{10 + index}", NODE, "StatefulSet", "ipa-backend", "", "false"
+            ).set(1)
             self.pod_labels.labels(namespace, pod, uid, BACKEND_APP).set(1)
             for condition, value in (("true", 1), ("false", 0), ("unknown", 0)):
                 self.pod_ready.labels(namespace, pod, uid, condition).set(value)
@@ -173,8 +263,10 @@ class _Exporters:
 
         self.mem_total.set(16 * GiB)
         self.mem_available.set(9 * GiB)
-        for device, fstype, mountpoint, size, avail in (("/dev/sda1", "ext4", "/", 128 * GiB, 80 * GiB),
-                                                        ("tmpfs", "tmpfs", "/run", 2 * GiB, 2 * GiB)):
+        for device, fstype, mountpoint, size, avail in (
+            ("/dev/sda1", "ext4", "/", 128 * GiB, 80 * GiB),
+            ("tmpfs", "tmpfs", "/run", 2 * GiB, 2 * GiB),
+        ):
             self.fs_size.labels(device, fstype, mountpoint, "0").set(size)
             self.fs_avail.labels(device, fstype, mountpoint, "0").set(avail)
         self.uname.labels("(none)", "x86_64", NODE, "5.15.0-1075-azure", "Linux", "#84-Ubuntu SMP").set(1)
@@ -242,8 +334,15 @@ class _Handler(QuietHandler):
 class StandinExporters:
     """The stand-in exporters: `start()`, `stop()`, `url`, `scrape_configs()`; also a context manager."""
 
-    def __init__(self, namespace: str = "ipa", backup_namespace: str = "ipa-backup", monitoring_namespace: str = "monitoring",
-                 database: str = "ipa", port: int | None = None, max_runtime_seconds: float = 3600.0) -> None:
+    def __init__(
+        self,
+        namespace: str = "ipa",
+        backup_namespace: str = "ipa-backup",
+        monitoring_namespace: str = "monitoring",
+        database: str = "ipa",
+        port: int | None = None,
+        max_runtime_seconds: float = 3600.0,
+    ) -> None:
         self.namespace = namespace
         self.port = port or free_port()
         self.max_runtime_seconds = max_runtime_seconds
@@ -263,15 +362,17 @@ class StandinExporters:
             labels = {"instance": NODE} if job in ("node-exporter", "kubelet", "kubelet-metrics") else {}
             if job.startswith("kubelet"):
                 labels["metrics_path"] = path  # as kube-prometheus-stack's kubelet ServiceMonitor adds it
-            configs.append({
-                "job_name": job,
-                "scrape_interval": scrape_interval,
-                "metrics_path": path,
-                # honor_labels: kube-state-metrics and cAdvisor series carry their own namespace/pod labels.
-                "honor_labels": True,
-                "static_configs": [{"targets": [f"127.0.0.1:{self.port}"], "labels": labels}],
-                "relabel_configs": [{"target_label": "job", "replacement": "kubelet" if job.startswith("kubelet") else job}],
-            })
+            configs.append(
+                {
+                    "job_name": job,
+                    "scrape_interval": scrape_interval,
+                    "metrics_path": path,
+                    # honor_labels: kube-state-metrics and cAdvisor series carry their own namespace/pod labels.
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.port}"], "labels": labels}],
+                    "relabel_configs": [{"target_label": "job", "replacement": "kubelet" if job.startswith("kubelet") else job}],
+                }
+            )
         return configs
 
     def start(self) -> StandinExporters:
@@ -280,8 +381,10 @@ class StandinExporters:
         except OSError as err:
             raise ServiceError(f"stand-in exporters cannot listen on 127.0.0.1:{self.port}: {err}") from err
         self.exporters.tick(TICK_SECONDS, self.namespace)
-        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
-                         threading.Thread(target=self._advance, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, daemon=True),
+            threading.Thread(target=self._advance, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -309,8 +412,9 @@ class StandinExporters:
             self.stop()
 
 
-def push_backup_metrics(pushgateway_url: str, now: float, backup_age_seconds: float = 900.0,
-                        drill_age_seconds: float = 86400.0, restore_seconds: float = 420.0) -> None:
+def push_backup_metrics(
+    pushgateway_url: str, now: float, backup_age_seconds: float = 900.0, drill_age_seconds: float = 86400.0, restore_seconds: float = 420.0
+) -> None:
     """Push what a successful backup run and a successful drill push (the contract's backup metrics, job="ipa-backup")."""
     registry = CollectorRegistry()
     gauges = {m.name: Gauge(m.name, m.help, m.labels, registry=registry) for m in BACKUP_METRICS}

@@ -73,7 +73,7 @@ def _outside_strings(expr: str, fn: Callable[[str], str]) -> str:
     """`expr` with `fn` applied to every part that is not a quoted string (label values stay as they are)."""
     out, last = [], 0
     for match in _STRINGS.finditer(expr):
-        out.append(fn(expr[last:match.start()]))
+        out.append(fn(expr[last : match.start()]))
         out.append(match.group(0))
         last = match.end()
     out.append(fn(expr[last:]))
@@ -94,8 +94,9 @@ def compress_expr(expr: str, scale: float = TIME_SCALE, min_range: float = MIN_R
             return f"[{new}:{_scaled(step, scale, 1.0) if step else ''}]"
 
         code = _RANGE.sub(one, code)
-        return _OFFSET.sub(lambda m: f"offset {m.group(1)}{_scaled(m.group(2), scale, 1.0)}"
-                           if _DURATION.match(m.group(2)) else m.group(0), code)
+        return _OFFSET.sub(
+            lambda m: f"offset {m.group(1)}{_scaled(m.group(2), scale, 1.0)}" if _DURATION.match(m.group(2)) else m.group(0), code
+        )
 
     return _outside_strings(expr, ranges)
 
@@ -242,8 +243,10 @@ def localize_alertmanager(
     if "smtp_require_tls" in glob or any("email" in c for c in receivers.values()):
         glob["smtp_require_tls"] = False
     if files:
-        changes.append("alertmanager: secret files " + ", ".join(sorted(files)) + " replaced by local files "
-                       "(Teams stand-in URL, generated SMTP password)")
+        changes.append(
+            "alertmanager: secret files " + ", ".join(sorted(files)) + " replaced by local files "
+            "(Teams stand-in URL, generated SMTP password)"
+        )
     if any("email" in c for c in receivers.values()):
         changes.append(f"alertmanager: e-mail smarthost -> local SMTP stand-in {smarthost}, require_tls false (no STARTTLS on loopback)")
 
@@ -255,11 +258,12 @@ def localize_alertmanager(
             shorten(child)
 
     shorten(content.setdefault("route", {}))
-    changes.append(f"alertmanager: group_wait -> {DRILL_GROUP_WAIT}, group_interval -> {DRILL_GROUP_INTERVAL} on every route "
-                   "(receivers, matchers, group_by, repeat_interval, inhibit rules and templates unchanged)")
+    changes.append(
+        f"alertmanager: group_wait -> {DRILL_GROUP_WAIT}, group_interval -> {DRILL_GROUP_INTERVAL} on every route "
+        "(receivers, matchers, group_by, repeat_interval, inhibit rules and templates unchanged)"
+    )
     if content.get("templates"):
-        raise ArtifactError("alertmanager.yaml references template files; the drill expects inline templates: "
-                            f"{content['templates']}")
+        raise ArtifactError(f"alertmanager.yaml references template files; the drill expects inline templates: {content['templates']}")
     return DrillAlertmanager(content, files, receivers, send_resolved, smtp_username, changes)
 
 
@@ -298,6 +302,7 @@ def _matches(matcher: str, labels: Mapping[str, str]) -> bool:
 
 # --- the backup CronJob ------------------------------------------------------------------------
 
+
 @dataclass
 class CronJobSpec:
     name: str
@@ -323,15 +328,28 @@ def find_cronjobs(kubernetes_dir: Path) -> dict[str, CronJobSpec]:
                 continue
             env = list(container.get("env") or [])
             found[command[-1]] = CronJobSpec(
-                name=doc["metadata"]["name"], schedule=doc["spec"]["schedule"], command=command,
-                env_names=[e["name"] for e in env], env=env, deadline_seconds=job.get("activeDeadlineSeconds"),
+                name=doc["metadata"]["name"],
+                schedule=doc["spec"]["schedule"],
+                command=command,
+                env_names=[e["name"] for e in env],
+                env=env,
+                deadline_seconds=job.get("activeDeadlineSeconds"),
             )
     return found
 
 
 # The tool's variables (backup_image/README.md), for when no CronJob was rendered.
-TOOL_ENV = ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "REDIS_URL", "BACKUP_CONTAINER",
-            "BACKUP_BLOB_ACCOUNT_URL", "PUSHGATEWAY_URL"]
+TOOL_ENV = [
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "REDIS_URL",
+    "BACKUP_CONTAINER",
+    "BACKUP_BLOB_ACCOUNT_URL",
+    "PUSHGATEWAY_URL",
+]
 
 
 @dataclass

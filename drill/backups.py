@@ -49,8 +49,9 @@ class BackupTool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"ipa-backup-{args[0]}-{started:.3f}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([*self.argv, *args], stdout=subprocess.PIPE, stderr=log,
-                                    env={**os.environ, **self.env}, start_new_session=True)
+            proc = subprocess.Popen(
+                [*self.argv, *args], stdout=subprocess.PIPE, stderr=log, env={**os.environ, **self.env}, start_new_session=True
+            )
             with self._lock:
                 self._procs.add(proc)
             try:

@@ -63,12 +63,10 @@ def from_teams(posts: Iterable[TeamsPost], known: Iterable[str]) -> list[Notific
 
 def from_mail(messages: Iterable[Mail], known: Iterable[str]) -> list[Notification]:
     known = list(known)
-    return [Notification("email", m.received_at, _status(m.subject), _names(m.subject, m.text, known), m.subject)
-            for m in messages]
+    return [Notification("email", m.received_at, _status(m.subject), _names(m.subject, m.text, known), m.subject) for m in messages]
 
 
 def first(notes: Iterable[Notification], alertname: str, channel: str, status: str, after: float) -> Notification | None:
     """The earliest notification of `alertname` on `channel` with `status` received after `after`."""
-    hits = [n for n in notes if n.channel == channel and n.status == status and alertname in n.alertnames
-            and n.received_at >= after]
+    hits = [n for n in notes if n.channel == channel and n.status == status and alertname in n.alertnames and n.received_at >= after]
     return min(hits, key=lambda n: n.received_at, default=None)

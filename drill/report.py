@@ -75,8 +75,15 @@ class Report:
             "backup_seconds": _num(self.backup_seconds),
             "restore_seconds": _num(self.restore_seconds),
             "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
-            "alerts": [{"alertname": a.alertname, "receiver": a.receiver, "channels": list(a.channels),
-                        "delivered_after_seconds": _num(a.delivered_after_seconds)} for a in self.alerts],
+            "alerts": [
+                {
+                    "alertname": a.alertname,
+                    "receiver": a.receiver,
+                    "channels": list(a.channels),
+                    "delivered_after_seconds": _num(a.delivered_after_seconds),
+                }
+                for a in self.alerts
+            ],
         }
 
 
@@ -103,10 +110,15 @@ def terminal(report: Report) -> str:
         f"{'ALERT':<28} {'SEVERITY':<9} {'RECEIVER':<16} {'CHANNELS':<12} {'DELIVERED':>10} {'RESOLVED':>10}",
     ]
     for a in report.alerts:
-        lines.append(f"{a.alertname:<28} {a.severity:<9} {a.receiver:<16} {'+'.join(a.channels):<12} "
-                     f"{_fmt(a.delivered_after_seconds):>10} {_fmt(a.resolved_after_seconds):>10}")
-    lines += ["", f"drill {'PASSED' if report.passed else 'FAILED'} in {report.run_seconds:.0f} s "
-              f"({sum(c.passed for c in report.checks)}/{len(report.checks)} checks passed)"]
+        lines.append(
+            f"{a.alertname:<28} {a.severity:<9} {a.receiver:<16} {'+'.join(a.channels):<12} "
+            f"{_fmt(a.delivered_after_seconds):>10} {_fmt(a.resolved_after_seconds):>10}"
+        )
+    lines += [
+        "",
+        f"drill {'PASSED' if report.passed else 'FAILED'} in {report.run_seconds:.0f} s "
+        f"({sum(c.passed for c in report.checks)}/{len(report.checks)} checks passed)",
+    ]
     return "\n".join(lines)
 
 
@@ -130,11 +142,20 @@ def markdown(report: Report, chart: str | None) -> str:
         out += ["## Timeline", "", f"![timeline]({chart})", ""]
     out += ["## Checks", "", "| check | result | detail |", "|---|---|---|"]
     out += [f"| {c.name} | {'PASS' if c.passed else '**FAIL**'} | {c.detail.replace('|', '/')} |" for c in report.checks]
-    out += ["", "## Alerts", "",
-            "Delivery and resolution times count from the moment the fault was injected or removed.", "",
-            "| alert | severity | fault | receiver | channels | delivered after | resolved after |", "|---|---|---|---|---|---|---|"]
-    out += [f"| {a.alertname} | {a.severity} | {a.fault} | {a.receiver} | {', '.join(a.channels)} | "
-            f"{_fmt(a.delivered_after_seconds)} | {_fmt(a.resolved_after_seconds)} |" for a in report.alerts]
+    out += [
+        "",
+        "## Alerts",
+        "",
+        "Delivery and resolution times count from the moment the fault was injected or removed.",
+        "",
+        "| alert | severity | fault | receiver | channels | delivered after | resolved after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {a.alertname} | {a.severity} | {a.fault} | {a.receiver} | {', '.join(a.channels)} | "
+        f"{_fmt(a.delivered_after_seconds)} | {_fmt(a.resolved_after_seconds)} |"
+        for a in report.alerts
+    ]
     out += ["", "## What the drill changed in the rendered artifacts", ""]
     out += [f"- {c}" for c in report.changes]
     if report.notes:
@@ -179,7 +200,9 @@ def chart(timeline: Timeline, path: Path) -> None:
     for channel, lane in (("teams", "Teams"), ("email", "e-mail")):
         for status, marker, color in (("firing", "^", "#c44e52"), ("resolved", "v", "#55a868")):
             xs = [n.received_at - t0 for n in timeline.notifications if n.channel == channel and n.status == status]
-            ax.scatter(xs, [y[lane]] * len(xs), marker=marker, color=color, s=40, label=f"{status}" if channel == "teams" else None, zorder=3)
+            ax.scatter(
+                xs, [y[lane]] * len(xs), marker=marker, color=color, s=40, label=f"{status}" if channel == "teams" else None, zorder=3
+            )
     if timeline.disaster is not None:
         ax.axvline(timeline.disaster - t0, color="#c44e52", linestyle="--", linewidth=1.2)
         ax.text(timeline.disaster - t0, len(lanes) - 0.4, " disaster", color="#c44e52", fontsize=8)

@@ -146,8 +146,11 @@ class Drill:
                 for folder in self.temp_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
         still_open = [p for p in ports if port_open(p)]
-        self.report.check("every process stopped", not still_open,
-                          f"{len(ports)} loopback ports closed" if not still_open else f"still listening: {still_open}")
+        self.report.check(
+            "every process stopped",
+            not still_open,
+            f"{len(ports)} loopback ports closed" if not still_open else f"still listening: {still_open}",
+        )
         self._finish()
         if interrupted:
             return 130
@@ -211,8 +214,11 @@ class Drill:
             if not path.is_file():
                 raise artifacts.ArtifactError(f"{path} is missing")
             self.am = artifacts.localize_alertmanager(
-                yaml.safe_load(path.read_text()) or {}, self.work / "secrets", s.teams.webhook_url("ipa-alerts"),
-                s.smtp.password, s.smtp.smarthost,
+                yaml.safe_load(path.read_text()) or {},
+                self.work / "secrets",
+                s.teams.webhook_url("ipa-alerts"),
+                s.smtp.password,
+                s.smtp.smarthost,
             )
         except artifacts.ArtifactError as exc:
             self.report.check("rendered alertmanager.yaml loaded", False, str(exc))
@@ -220,14 +226,17 @@ class Drill:
         self.report.changes += self.am.changes
         if self.am.smtp_username:
             s.smtp.username = self.am.smtp_username
-        routes = {sev: artifacts.route_receiver(self.am.content, {"alertname": "X", "severity": sev, "namespace": "ipa"})
-                  for sev in ("critical", "warning", "info")}
+        routes = {
+            sev: artifacts.route_receiver(self.am.content, {"alertname": "X", "severity": sev, "namespace": "ipa"})
+            for sev in ("critical", "warning", "info")
+        }
         channels = {sev: sorted(self.am.receivers.get(r, set())) for sev, r in routes.items()}
         ok = channels == {"critical": ["email", "teams"], "warning": ["teams"], "info": []}
         return self.report.check(
             "rendered alertmanager.yaml loaded",
             ok,
-            "routing: " + "; ".join(f"{sev} -> {routes[sev]} ({'+'.join(channels[sev]) or 'nobody'})" for sev in routes)
+            "routing: "
+            + "; ".join(f"{sev} -> {routes[sev]} ({'+'.join(channels[sev]) or 'nobody'})" for sev in routes)
             + ("" if ok else " (expected: critical -> Teams + e-mail, warning -> Teams, info -> nobody)"),
         )
 
@@ -248,15 +257,33 @@ class Drill:
         teams = stack.enter_context(TeamsStandin())
         smtp = stack.enter_context(SmtpStandin(self.settings.smtp_auth_username, secrets.token_urlsafe(16)))
         backend = stack.enter_context(
-            StandinBackend(traffic_per_second=30, executions_per_second=6, claude_calls_per_second=1, seed=self.seed,
-                           max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60))
+            StandinBackend(
+                traffic_per_second=30,
+                executions_per_second=6,
+                claude_calls_per_second=1,
+                seed=self.seed,
+                max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60,
+            )
+        )
         pg_env = pg.env(self.settings.postgres_database)
-        self.report.check("services started", True,
-                          f"PostgreSQL {pg.major} :{pg.port}, Redis :{rs.port}, Azurite :{az.port}, Pushgateway :{pgw.port}, "
-                          f"Teams :{teams.port}, SMTP :{smtp.port}, stand-in backend :{backend.port} (all 127.0.0.1)")
-        return Stack(pg_env, pg.bin_dir / "psql", f"redis://127.0.0.1:{rs.port}/0", redis_password,
-                     az.connection_string, pgw.url, teams, smtp, backend,
-                     [pg.port, rs.port, az.port, pgw.port, teams.port, smtp.port, backend.port])
+        self.report.check(
+            "services started",
+            True,
+            f"PostgreSQL {pg.major} :{pg.port}, Redis :{rs.port}, Azurite :{az.port}, Pushgateway :{pgw.port}, "
+            f"Teams :{teams.port}, SMTP :{smtp.port}, stand-in backend :{backend.port} (all 127.0.0.1)",
+        )
+        return Stack(
+            pg_env,
+            pg.bin_dir / "psql",
+            f"redis://127.0.0.1:{rs.port}/0",
+            redis_password,
+            az.connection_string,
+            pgw.url,
+            teams,
+            smtp,
+            backend,
+            [pg.port, rs.port, az.port, pgw.port, teams.port, smtp.port, backend.port],
+        )
 
     def _tool_env(self, s: Stack, which: str, cron: artifacts.CronJobSpec | None) -> dict[str, str]:
         assert self.settings is not None
@@ -265,10 +292,16 @@ class Drill:
         self.temp_dirs.append(host_tmp)
         tmp = image_path(host_tmp)
         local = {
-            "PGHOST": s.pg_env["PGHOST"], "PGPORT": s.pg_env["PGPORT"], "PGUSER": s.pg_env["PGUSER"],
-            "PGPASSWORD": s.pg_env["PGPASSWORD"], "REDIS_URL": s.redis_url, "REDISCLI_AUTH": s.redis_password,
-            "AZURE_STORAGE_CONNECTION_STRING": s.azurite_connection, "PUSHGATEWAY_URL": s.pushgateway,
-            "BACKUP_WORK_DIR": tmp, "TMPDIR": tmp,
+            "PGHOST": s.pg_env["PGHOST"],
+            "PGPORT": s.pg_env["PGPORT"],
+            "PGUSER": s.pg_env["PGUSER"],
+            "PGPASSWORD": s.pg_env["PGPASSWORD"],
+            "REDIS_URL": s.redis_url,
+            "REDISCLI_AUTH": s.redis_password,
+            "AZURE_STORAGE_CONNECTION_STRING": s.azurite_connection,
+            "PUSHGATEWAY_URL": s.pushgateway,
+            "BACKUP_WORK_DIR": tmp,
+            "TMPDIR": tmp,
         }
         defaults = {"BACKUP_CONTAINER": self.settings.backup_container, "PGDATABASE": self.settings.postgres_database}
         if cron is None:
@@ -288,15 +321,22 @@ class Drill:
         backup_cron, drill_cron = cronjobs.get("backup"), cronjobs.get("drill")
         interval = self.settings.backup_longest_gap_minutes * 60 / artifacts.TIME_SCALE
         if backup_cron is None:
-            self.report.check("backup CronJob rendered", False,
-                              f"no CronJob running `ipa-backup backup` in {self.build_dir / 'kubernetes'}; "
-                              "the drill uses the variable names of backup_image/README.md instead")
+            self.report.check(
+                "backup CronJob rendered",
+                False,
+                f"no CronJob running `ipa-backup backup` in {self.build_dir / 'kubernetes'}; "
+                "the drill uses the variable names of backup_image/README.md instead",
+            )
         else:
-            self.report.check("backup CronJob rendered", True,
-                              f"{backup_cron.name}: schedule {backup_cron.schedule!r}, env {', '.join(backup_cron.env_names)}")
+            self.report.check(
+                "backup CronJob rendered",
+                True,
+                f"{backup_cron.name}: schedule {backup_cron.schedule!r}, env {', '.join(backup_cron.env_names)}",
+            )
             self.report.changes.append(
                 f"backup CronJob: schedule {backup_cron.schedule!r} (longest gap {self.settings.backup_longest_gap_minutes} min) "
-                f"compressed to every {interval:g}s; env values translated to the loopback services (names unchanged)")
+                f"compressed to every {interval:g}s; env values translated to the loopback services (names unchanged)"
+            )
         try:
             env = self._tool_env(s, "backup", backup_cron)
             drill_env = self._tool_env(s, "drill", drill_cron) if drill_cron else dict(env)
@@ -308,7 +348,7 @@ class Drill:
         except ServiceError as exc:
             self.report.check("ipa-backup image rootfs", False, str(exc))
             return False
-        deadline = (backup_cron.deadline_seconds if backup_cron and backup_cron.deadline_seconds else 1200)
+        deadline = backup_cron.deadline_seconds if backup_cron and backup_cron.deadline_seconds else 1200
         self.tool = BackupTool(IPA_BACKUP, env, self.work / "logs", timeout=max(60.0, deadline / artifacts.TIME_SCALE * 3))
         self.drill_tool = BackupTool(IPA_BACKUP, drill_env, self.work / "logs", timeout=300.0)
 
@@ -336,10 +376,13 @@ class Drill:
         self.report.check(
             "ipa-backup drill",
             drill_run.ok and bool((drill_run.result or {}).get("passed")),
-            (f"set {drill_run.result.get('set_id')} restored into scratch targets in {restore_time:.1f}s "
-             f"(download {durations.get('download', 0):.1f}s, postgres {durations.get('postgres', 0):.1f}s, "
-             f"redis {durations.get('redis', 0):.1f}s); run took {drill_run.seconds:.1f}s"
-             if drill_run.ok and drill_run.result else f"exit {drill_run.returncode}: {drill_run.output_tail}"),
+            (
+                f"set {drill_run.result.get('set_id')} restored into scratch targets in {restore_time:.1f}s "
+                f"(download {durations.get('download', 0):.1f}s, postgres {durations.get('postgres', 0):.1f}s, "
+                f"redis {durations.get('redis', 0):.1f}s); run took {drill_run.seconds:.1f}s"
+                if drill_run.ok and drill_run.result
+                else f"exit {drill_run.returncode}: {drill_run.output_tail}"
+            ),
         )
         return True
 
@@ -352,20 +395,30 @@ class Drill:
         self.say("starting Alertmanager with the drill copy of alertmanager.yaml")
         am = stack.enter_context(alertmanager(self.work, am_path))
         scrape: list[dict[str, Any]] = [
-            {"job_name": BACKEND_JOB, "static_configs": [{"targets": [f"127.0.0.1:{s.backend.port}"], "labels": {
-                "namespace": self.settings.backend_namespace, "pod": f"{BACKEND_APP}-0", "container": BACKEND_APP}}]},
-            {"job_name": "pushgateway", "honor_labels": True,
-             "static_configs": [{"targets": [s.pushgateway.removeprefix("http://")]}]},
+            {
+                "job_name": BACKEND_JOB,
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{s.backend.port}"],
+                        "labels": {"namespace": self.settings.backend_namespace, "pod": f"{BACKEND_APP}-0", "container": BACKEND_APP},
+                    }
+                ],
+            },
+            {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [s.pushgateway.removeprefix("http://")]}]},
         ]
         scrape += self._exporters(stack)
         self.say("starting Prometheus with the drill copy of rules.yaml")
         prom = stack.enter_context(prometheus(self.work, scrape, rule_files=[rules_path], alertmanager_url=am.url))
         prom.wait_for_targets_up(count=len(scrape), timeout=60)
-        bad = [f"{g['name']}/{r.get('name')}: {r.get('lastError')}" for g in prom.rule_groups() for r in g["rules"]
-               if r.get("health") == "err"]
-        self.report.check("Prometheus and Alertmanager running the drill copies", not bad,
-                          f"{len(scrape)} scrape jobs up, {sum(len(g['rules']) for g in prom.rule_groups())} rules loaded"
-                          + (f"; rule errors: {bad[:3]}" if bad else ""))
+        bad = [
+            f"{g['name']}/{r.get('name')}: {r.get('lastError')}" for g in prom.rule_groups() for r in g["rules"] if r.get("health") == "err"
+        ]
+        self.report.check(
+            "Prometheus and Alertmanager running the drill copies",
+            not bad,
+            f"{len(scrape)} scrape jobs up, {sum(len(g['rules']) for g in prom.rule_groups())} rules loaded"
+            + (f"; rule errors: {bad[:3]}" if bad else ""),
+        )
         return am, prom
 
     def _exporters(self, stack: ExitStack) -> list[dict[str, Any]]:
@@ -376,10 +429,15 @@ class Drill:
         except ImportError:
             self.report.notes.append("devservices.standin_exporters is missing: no exporter series in the drill")
             return []
-        exporters = stack.enter_context(StandinExporters(
-            namespace=self.settings.backend_namespace, backup_namespace=self.settings.backup_namespace,
-            monitoring_namespace=self.settings.monitoring_namespace, database=self.settings.postgres_database,
-            max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60))
+        exporters = stack.enter_context(
+            StandinExporters(
+                namespace=self.settings.backend_namespace,
+                backup_namespace=self.settings.backup_namespace,
+                monitoring_namespace=self.settings.monitoring_namespace,
+                database=self.settings.postgres_database,
+                max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60,
+            )
+        )
         return exporters.scrape_configs()
 
     def _baseline(self, prom: Prometheus) -> None:
@@ -422,15 +480,22 @@ class Drill:
         workload.disaster(self.pgc, self.rds)
         self.timeline.disaster = disaster
         self.say(f"DISASTER {delay:.1f}s after the 2nd backup: database {self.pgc.env['PGDATABASE']!r} dropped, Redis flushed")
-        gone = self.pgc.run(f"SELECT count(*) FROM pg_database WHERE datname = '{self.pgc.env['PGDATABASE']}'",
-                            database="postgres").strip() == "0" and int(self.rds.dbsize()) == 0
+        gone = (
+            self.pgc.run(f"SELECT count(*) FROM pg_database WHERE datname = '{self.pgc.env['PGDATABASE']}'", database="postgres").strip()
+            == "0"
+            and int(self.rds.dbsize()) == 0
+        )
         self.report.check("disaster", gone, "database dropped and Redis empty" if gone else "data survived the disaster")
         self.say("running `ipa-backup restore` (newest complete set)")
         run = self.tool.run("restore")
         self.report.restore_seconds = run.seconds
-        if not self.report.check("ipa-backup restore", run.ok,
-                                 f"set {run.result.get('set_id')} restored in {run.seconds:.1f}s" if run.ok and run.result
-                                 else f"exit {run.returncode}: {run.output_tail}"):
+        if not self.report.check(
+            "ipa-backup restore",
+            run.ok,
+            f"set {run.result.get('set_id')} restored in {run.seconds:.1f}s"
+            if run.ok and run.result
+            else f"exit {run.returncode}: {run.output_tail}",
+        ):
             self.schedule.resume()
             return
         self._verify_restore(run, disaster)
@@ -438,9 +503,13 @@ class Drill:
         self.schedule.resume()
         ok = self.schedule.wait_for_backups(before + 1, timeout=min(60.0, self.remaining()))
         latest = self.schedule.backups[-1] if self.schedule.backups else None
-        self.report.check("backups resume after the restore", ok,
-                          f"backup of the restored data in {latest.seconds:.1f}s" if ok and latest else
-                          f"no successful backup after the restore: {latest.output_tail if latest else 'none ran'}")
+        self.report.check(
+            "backups resume after the restore",
+            ok,
+            f"backup of the restored data in {latest.seconds:.1f}s"
+            if ok and latest
+            else f"no successful backup after the restore: {latest.output_tail if latest else 'none ran'}",
+        )
 
     def _verify_restore(self, run: ToolRun, disaster: float) -> None:
         assert self.settings is not None and self.schedule is not None
@@ -471,18 +540,27 @@ class Drill:
             "restored data reaches the backup's start",
             capture is not None and missing <= 0,
             f"set {set_id} ({captured.get('set') or 'capture time unknown'}); "
-            + ("every write acknowledged before the backup started is restored" if missing <= 0 else f"{missing} acknowledged writes missing"),
+            + (
+                "every write acknowledged before the backup started is restored"
+                if missing <= 0
+                else f"{missing} acknowledged writes missing"
+            ),
         )
         # Verified restored service: the application can write and read again.
         seq = max(state.pg_max_seq, state.redis_max_seq)
         writer = workload.Writer(self.pgc, self.rds, max_seconds=max(10.0, self.remaining()), seq=seq).start()
         self.writers.append(writer)
         ok = self.wait(lambda: len(writer.writes) >= 1, 10, step=0.05)
-        ok = ok and self.wait(lambda: self.pgc.run(f"SELECT count(*) FROM drill_writes WHERE seq > {seq}").strip() not in ("", "0"), 10, 0.05)
+        ok = ok and self.wait(
+            lambda: self.pgc.run(f"SELECT count(*) FROM drill_writes WHERE seq > {seq}").strip() not in ("", "0"), 10, 0.05
+        )
         verified = time.time()
         self.timeline.verified = verified
-        self.report.check("service restored", ok, "new writes reach PostgreSQL and Redis after the restore" if ok else
-                          f"writes after the restore fail: {writer.error}")
+        self.report.check(
+            "service restored",
+            ok,
+            "new writes reach PostgreSQL and Redis after the restore" if ok else f"writes after the restore fail: {writer.error}",
+        )
         last_write = min(state.pg_last_write, state.redis_last_write)
         if last_write > 0:
             self.report.rpo_seconds = disaster - last_write
@@ -495,11 +573,14 @@ class Drill:
             f"{rpo:.1f}s (PostgreSQL {disaster - state.pg_last_write:.1f}s, Redis {disaster - state.redis_last_write:.1f}s); "
             f"target {self.report.rpo_target_seconds:.0f}s; bound of the compressed schedule {bound:.1f}s "
             f"(production bound: {self.settings.backup_longest_gap_minutes} min gap + {self.settings.backup_deadline_minutes} min deadline)"
-            if rpo is not None else "the restored data holds no write",
+            if rpo is not None
+            else "the restored data holds no write",
         )
-        self.report.check("RTO within target", rto is not None and rto <= self.report.rto_target_seconds,
-                          f"{rto:.1f}s from the disaster to verified writes (restore {run.seconds:.1f}s); "
-                          f"target {self.report.rto_target_seconds:.0f}s")
+        self.report.check(
+            "RTO within target",
+            rto is not None and rto <= self.report.rto_target_seconds,
+            f"{rto:.1f}s from the disaster to verified writes (restore {run.seconds:.1f}s); target {self.report.rto_target_seconds:.0f}s",
+        )
         self.say(f"restored and verified: RPO {rpo if rpo is None else round(rpo, 1)}s, RTO {rto:.1f}s")
 
     # --- 5. alerting -------------------------------------------------------------------------------------
@@ -510,16 +591,21 @@ class Drill:
 
     def _expected_channels(self, alertname: str) -> tuple[str, list[str], dict[str, bool]]:
         assert self.rules is not None and self.am is not None
-        labels = {"alertname": alertname, "namespace": self.settings.backend_namespace if self.settings else "ipa",
-                  **{k: str(v) for k, v in (self.rules.alerts[alertname].get("labels") or {}).items()}}
+        labels = {
+            "alertname": alertname,
+            "namespace": self.settings.backend_namespace if self.settings else "ipa",
+            **{k: str(v) for k, v in (self.rules.alerts[alertname].get("labels") or {}).items()},
+        }
         receiver = artifacts.route_receiver(self.am.content, labels)
         return receiver, sorted(self.am.receivers.get(receiver, set())), self.am.send_resolved.get(receiver, {})
 
     def _alerting(self, s: Stack, prom: Prometheus, am: Alertmanager) -> None:
         assert self.rules is not None and self.schedule is not None
         phases = [
-            ("application faults and stopped backups",
-             ["HighErrorRate", "HighResponseTime", "ClaudeAPIErrors", "ExecutionFailureRateHigh", "BackupTooOld"]),
+            (
+                "application faults and stopped backups",
+                ["HighErrorRate", "HighResponseTime", "ClaudeAPIErrors", "ExecutionFailureRateHigh", "BackupTooOld"],
+            ),
             ("backend down", ["IpaBackendDown"]),
         ]
         for title, names in phases:
@@ -581,7 +667,9 @@ class Drill:
 
             self.wait(all_fired, DELIVERY_TIMEOUT, step=0.5)
             fired = {n: delivered(n, "firing", started[n]) for n in names}
-            self.say("  delivered: " + ", ".join(f"{n} {max(fired[n].values()) - started[n]:.1f}s" if fired[n] else f"{n} NOT" for n in names))
+            self.say(
+                "  delivered: " + ", ".join(f"{n} {max(fired[n].values()) - started[n]:.1f}s" if fired[n] else f"{n} NOT" for n in names)
+            )
         cleared = time.time()
         self.timeline.faults = [(f, a, cleared if b is None and a >= fault_start else b) for f, a, b in self.timeline.faults]
 
@@ -629,17 +717,26 @@ class Drill:
                 _receiver, channels, _ = self._expected_channels(name)
                 if note.channel not in channels:
                     wrong.append(f"{name} ({severity.get(name)}) on {note.channel}")
-        self.report.check("routing: every notification on its severity's channels", bool(notes) and not wrong,
-                          f"{len(notes)} notifications ({sum(n.channel == 'teams' for n in notes)} Teams, "
-                          f"{sum(n.channel == 'email' for n in notes)} e-mail)"
-                          + (f"; wrong channel: {', '.join(sorted(set(wrong)))}" if wrong else "; warnings never e-mailed"))
+        self.report.check(
+            "routing: every notification on its severity's channels",
+            bool(notes) and not wrong,
+            f"{len(notes)} notifications ({sum(n.channel == 'teams' for n in notes)} Teams, "
+            f"{sum(n.channel == 'email' for n in notes)} e-mail)"
+            + (f"; wrong channel: {', '.join(sorted(set(wrong)))}" if wrong else "; warnings never e-mailed"),
+        )
         mails = s.smtp.messages
         logins_ok = bool(mails) and all(m.login == s.smtp.username for m in mails) and not s.smtp.failed_logins
-        self.report.check("e-mail authenticated with the secret file's password", logins_ok,
-                          f"{len(mails)} mails as {s.smtp.username}; failed logins {len(s.smtp.failed_logins)}")
+        self.report.check(
+            "e-mail authenticated with the secret file's password",
+            logins_ok,
+            f"{len(mails)} mails as {s.smtp.username}; failed logins {len(s.smtp.failed_logins)}",
+        )
         unparsed = [n.title for n in notes if n.status == "unknown" or not n.alertnames]
-        self.report.check("every notification names its alert and status", not unparsed,
-                          "all notifications parsed" if not unparsed else f"unreadable: {unparsed[:3]}")
+        self.report.check(
+            "every notification names its alert and status",
+            not unparsed,
+            "all notifications parsed" if not unparsed else f"unreadable: {unparsed[:3]}",
+        )
 
     # --- 6. outputs ----------------------------------------------------------------------------------------
 
@@ -655,7 +752,8 @@ class Drill:
         self.report.notes.append(
             "Alert delivery and resolution times are measured with the compressed `for:` durations and route timers "
             "listed above; in production add the real `for:` (e.g. 5m for HighErrorRate) and group_wait (10s for critical, "
-            "30s otherwise) or group_interval (5m) for resolved notifications.")
+            "30s otherwise) or group_interval (5m) for resolved notifications."
+        )
         self.report.notes.append("Everything ran on 127.0.0.1 of this machine; nothing here was verified on Azure or AKS.")
         self.report.run_seconds = time.time() - self.started
         json_path, md_path = report.write(self.report, self.timeline, self.out_dir)
@@ -675,14 +773,14 @@ class Drill:
             not failed and sum(r.ok for r in backups) >= 2,
             f"{sum(r.ok for r in backups)} successful backups every ~{self.interval:g}s "
             f"(mean {sum(r.seconds for r in backups if r.ok) / max(1, sum(r.ok for r in backups)):.1f}s each"
-            + (f", longest gap {max(gaps):.1f}s incl. pauses" if gaps else "") + ")"
+            + (f", longest gap {max(gaps):.1f}s incl. pauses" if gaps else "")
+            + ")"
             + (f"; failed: {failed[0].output_tail}" if failed else ""),
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m drill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build-dir", type=Path, default=REPO_ROOT / "build" / "dev", help="rendered dev stack (default build/dev)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "drill", help="report folder (default build/drill)")
     parser.add_argument("--seed", type=int, help="random seed of the disaster moment and the traffic")

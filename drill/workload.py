@@ -46,8 +46,14 @@ class PgConn:
 
     def run(self, sql: str, database: str | None = None, timeout: float = 120.0) -> str:
         env = {**os.environ, **self.env, **({"PGDATABASE": database} if database else {})}
-        result = subprocess.run([str(self.psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-                                input=sql.encode(), capture_output=True, env=env, timeout=timeout, check=False)
+        result = subprocess.run(
+            [str(self.psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+            input=sql.encode(),
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.decode(errors='replace').strip()}")
         return result.stdout.decode()
@@ -84,8 +90,11 @@ class Writer:
         self.error = None
         self._psql = subprocess.Popen(
             [str(self.pg.psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, **self.pg.env}, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **self.pg.env},
+            start_new_session=True,
         )
         self._thread = threading.Thread(target=self._loop, name="drill-writer", daemon=True)
         self._thread.start()
@@ -156,9 +165,11 @@ class RestoredState:
 
 def inspect(pg: PgConn, rds: redis.Redis) -> RestoredState:
     """What the (restored) stores hold."""
-    row = pg.run("SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), "
-                 "coalesce(extract(epoch FROM max(written_at)), 0) FROM drill_writes;"
-                 "SELECT count(*) FROM documents;").split()
+    row = pg.run(
+        "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), "
+        "coalesce(extract(epoch FROM max(written_at)), 0) FROM drill_writes;"
+        "SELECT count(*) FROM documents;"
+    ).split()
     writes, min_seq, max_seq, last = row[0].split("|")
     documents = int(row[1])
     seqs: list[int] = []
@@ -166,15 +177,16 @@ def inspect(pg: PgConn, rds: redis.Redis) -> RestoredState:
     for key in rds.scan_iter(match="*", count=1000):
         name = key.decode() if isinstance(key, bytes) else str(key)
         if name.startswith(WRITE_PREFIX):
-            seqs.append(int(name[len(WRITE_PREFIX):]))
+            seqs.append(int(name[len(WRITE_PREFIX) :]))
         elif name.startswith("session:"):
             sessions += 1
     redis_last = 0.0
     if seqs:
         raw = rds.get(f"{WRITE_PREFIX}{max(seqs)}")
         redis_last = float(raw.decode() if isinstance(raw, bytes) else str(raw))
-    return RestoredState(documents, int(writes), int(min_seq), int(max_seq), float(last), sessions,
-                         len(seqs), max(seqs, default=0), redis_last)
+    return RestoredState(
+        documents, int(writes), int(min_seq), int(max_seq), float(last), sessions, len(seqs), max(seqs, default=0), redis_last
+    )
 
 
 def disaster(pg: PgConn, rds: redis.Redis) -> None:

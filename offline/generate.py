@@ -99,14 +99,14 @@ def stack_file(text: str, name: str = "stack file") -> str:
         )
     start, end = starts[0], ends[0]
     owned = stack_defaults()
-    section = (yaml.safe_load("config:\n" + "".join(lines[start + 1:end])) or {}).get("config") or {}
+    section = (yaml.safe_load("config:\n" + "".join(lines[start + 1 : end])) or {}).get("config") or {}
     foreign = sorted(set(section) - set(owned))
     if foreign:
         raise GenerateError(f"{name}: {foreign} sit inside the generated section and would be lost; move them above it")
-    outside = (yaml.safe_load("".join(lines[:start] + lines[end + 1:])) or {}).get("config") or {}
+    outside = (yaml.safe_load("".join(lines[:start] + lines[end + 1 :])) or {}).get("config") or {}
     generated = {key: value for key, value in owned.items() if key not in outside}
     body = _dump({"config": generated}).split("\n", 1)[1] if generated else ""
-    return "".join(lines[:start]) + SECTION_START + "\n" + body + SECTION_END + "\n" + "".join(lines[end + 1:])
+    return "".join(lines[:start]) + SECTION_START + "\n" + body + SECTION_END + "\n" + "".join(lines[end + 1 :])
 
 
 def outputs(root: Path = REPO_ROOT) -> dict[Path, str]:

@@ -89,16 +89,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
         resource_id = f"{name}-id"
         if typ.startswith("azure-native:"):
             physical = next(
-                (inputs[k] for k in ("accountName", "resourceName", "registryName", "containerName",
-                                     "lockName", "federatedIdentityCredentialResourceName")
-                 if isinstance(inputs.get(k), str)),
+                (
+                    inputs[k]
+                    for k in (
+                        "accountName",
+                        "resourceName",
+                        "registryName",
+                        "containerName",
+                        "lockName",
+                        "federatedIdentityCredentialResourceName",
+                    )
+                    if isinstance(inputs.get(k), str)
+                ),
                 inputs.get("resourceGroupName") if typ.endswith(":ResourceGroup") else f"{name}{_uuid(name)[:8]}",
             )
             resource_id = _azure_id(typ, physical, inputs)
             outputs.update({"name": physical, "id": resource_id, "type": typ.split(":")[2]})
             if typ.endswith(":UserAssignedIdentity"):
-                outputs.update({"principalId": _uuid("principal-" + name), "clientId": _uuid("client-" + name),
-                                "tenantId": TENANT_ID})
+                outputs.update({"principalId": _uuid("principal-" + name), "clientId": _uuid("client-" + name), "tenantId": TENANT_ID})
             if typ.endswith(":StorageAccount"):
                 outputs["primaryEndpoints"] = {"blob": f"https://{physical}.blob.core.windows.net/"}
             if typ.endswith(":Registry"):
@@ -108,9 +116,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["result"] = (hashlib.sha256(name.encode()).hexdigest() * 4)[:length]
         elif typ == "kubernetes:helm.sh/v3:Release":
             outputs["status"] = {
-                "name": inputs.get("name", name), "namespace": inputs.get("namespace", "default"),
-                "chart": inputs.get("chart"), "version": inputs.get("version"),
-                "revision": 1, "status": "deployed", "appVersion": "",
+                "name": inputs.get("name", name),
+                "namespace": inputs.get("namespace", "default"),
+                "chart": inputs.get("chart"),
+                "version": inputs.get("version"),
+                "revision": 1,
+                "status": "deployed",
+                "appVersion": "",
             }
         elif typ.startswith("kubernetes:"):
             metadata = dict(inputs.get("metadata") or {})
@@ -128,8 +140,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         self.calls.append((args.token, dict(args.args)))
         if args.token == "azure-native:authorization:getClientConfig":
-            return {"subscriptionId": SUBSCRIPTION_ID, "tenantId": TENANT_ID,
-                    "objectId": _uuid("deployer"), "clientId": _uuid("deployer-client")}, []
+            return {
+                "subscriptionId": SUBSCRIPTION_ID,
+                "tenantId": TENANT_ID,
+                "objectId": _uuid("deployer"),
+                "clientId": _uuid("deployer-client"),
+            }, []
         return {}, []
 
 
@@ -145,14 +161,16 @@ class RecordingMonitor(MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             raw = rpc.deserialize_properties(request.object)
             registered = self.resources.get(response.urn)
-            self.recording.recorded.append(Recorded(
-                type=request.type,
-                name=request.name,
-                inputs=unwrap_secrets(raw),
-                masked_inputs=mask_secrets(raw),
-                parent=request.parent,
-                urn=response.urn,
-                custom=bool(request.custom),
-                outputs=dict(registered.state) if registered is not None else {},
-            ))
+            self.recording.recorded.append(
+                Recorded(
+                    type=request.type,
+                    name=request.name,
+                    inputs=unwrap_secrets(raw),
+                    masked_inputs=mask_secrets(raw),
+                    parent=request.parent,
+                    urn=response.urn,
+                    custom=bool(request.custom),
+                    outputs=dict(registered.state) if registered is not None else {},
+                )
+            )
         return response

@@ -122,17 +122,11 @@ def _plain(value: Any) -> Any:
 
 def resolved_settings(settings: Settings) -> dict[str, Any]:
     """Every setting of the stack by its config key, defaults filled in, secrets as "[secret]"."""
-    return {
-        key: SECRET_MARK if f.metadata["secret"] else _plain(getattr(settings, f.name))
-        for key, f in FIELDS.items()
-    }
+    return {key: SECRET_MARK if f.metadata["secret"] else _plain(getattr(settings, f.name)) for key, f in FIELDS.items()}
 
 
 def write_layout(run: Run, out: Path, settings: Settings | None = None) -> None:
-    resources = [
-        {"type": r.type, "name": r.name, "inputs": r.masked_inputs}
-        for r in sorted(run.recorded, key=lambda r: (r.type, r.name))
-    ]
+    resources = [{"type": r.type, "name": r.name, "inputs": r.masked_inputs} for r in sorted(run.recorded, key=lambda r: (r.type, r.name))]
     objects = kubernetes_objects(run.recorded)
     releases = sorted(run.of_type(HELM_RELEASE), key=lambda r: r.name)
     files: dict[str, str] = {"resources.json": dump_json(resources)}

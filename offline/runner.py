@@ -49,9 +49,7 @@ def start_runtime(stack: str, config: dict[str, str], secret_keys: list[str]) ->
     return mocks
 
 
-def run_program(
-    stack: str, config: dict[str, str], secret_keys: list[str], main: Path | Callable[[], object] = MAIN
-) -> Run:
+def run_program(stack: str, config: dict[str, str], secret_keys: list[str], main: Path | Callable[[], object] = MAIN) -> Run:
     """Runs the program (or any callable that declares resources) to completion and returns
     every recorded resource and the stack exports."""
     mocks = start_runtime(stack, config, secret_keys)

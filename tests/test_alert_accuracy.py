@@ -94,8 +94,7 @@ class Traffic:
 
 def _http(t: Traffic) -> Series:
     series: Series = {}
-    pods = [("ipa-backend-0", step(1, 0, t.deploy_at) if t.deploy_at is not None else const(1)),
-            ("ipa-backend-1", const(1))]
+    pods = [("ipa-backend-0", step(1, 0, t.deploy_at) if t.deploy_at is not None else const(1)), ("ipa-backend-1", const(1))]
     if t.deploy_at is not None:
         pods.append(("ipa-backend-2", step(0, 1, t.deploy_at)))
     for pod, share in pods:
@@ -118,16 +117,27 @@ def _http(t: Traffic) -> Series:
         series[f'up{{{B}, pod="{pod}"}}'] = up
         # kube-state-metrics' pod labels (app=ipa-backend) exist while the pod does: the platform alerts join on them.
         series[f'kube_pod_labels{{job="kube-state-metrics", namespace="ipa", pod="{pod}", uid="uid-{pod}", label_app="ipa-backend"}}'] = [
-            1.0 if s else float("nan") for s in share]
-        series[f'kube_pod_container_status_waiting_reason{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", reason="CrashLoopBackOff"}}'] = t.crash_looping
+            1.0 if s else float("nan") for s in share
+        ]
+        series[
+            f'kube_pod_container_status_waiting_reason{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", reason="CrashLoopBackOff"}}'
+        ] = t.crash_looping
         restarts = counter([c * 0.5 for c in t.crash_looping], 0)
-        series[f'kube_pod_container_status_restarts_total{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend"}}'] = restarts
+        series[
+            f'kube_pod_container_status_restarts_total{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend"}}'
+        ] = restarts
         series[f'container_memory_working_set_bytes{{job="kubelet", namespace="ipa", pod="{pod}", container="backend"}}'] = const(5e8)
-        series[f'kube_pod_container_resource_limits{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", resource="memory", unit="byte"}}'] = const(1073741824)
+        series[
+            f'kube_pod_container_resource_limits{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", resource="memory", unit="byte"}}'
+        ] = const(1073741824)
     migrate = 'job="kube-state-metrics", namespace="ipa", pod="ipa-backend-migrate-7xk2p"'
     series[f'kube_pod_labels{{{migrate}, uid="uid-migrate", label_app="ipa-backend-migrate"}}'] = const(1)
-    series[f'kube_pod_container_status_waiting_reason{{{migrate}, container="migrate", reason="CrashLoopBackOff"}}'] = t.migrate_crash_looping
-    series[f'kube_pod_container_status_restarts_total{{{migrate}, container="migrate"}}'] = counter([c * 0.5 for c in t.migrate_crash_looping], 0)
+    series[f'kube_pod_container_status_waiting_reason{{{migrate}, container="migrate", reason="CrashLoopBackOff"}}'] = (
+        t.migrate_crash_looping
+    )
+    series[f'kube_pod_container_status_restarts_total{{{migrate}, container="migrate"}}'] = counter(
+        [c * 0.5 for c in t.migrate_crash_looping], 0
+    )
     # While the backend is down nothing is scraped: its series end (stale), `up` reads 0.
     for name, values in series.items():
         if not name.startswith(("up{", "kube_", "container_")):
@@ -178,7 +188,8 @@ def _backups(t: Traffic) -> Series:
         series[f'ipa_backup_last_success_timestamp_seconds{{job="ipa-backup", target="{target}"}}'] = values
         series[f'ipa_backup_duration_seconds{{job="ipa-backup", target="{target}"}}'] = const(240)
         series[f'ipa_restore_drill_duration_seconds{{job="ipa-backup", target="{target}"}}'] = const(
-            t.drill_seconds if target == "postgres" else 300)
+            t.drill_seconds if target == "postgres" else 300
+        )
     series['ipa_restore_drill_last_success_timestamp_seconds{job="ipa-backup"}'] = const(-t.drill_age_days * 86400)
     # A Pushgateway that is down or lost its state serves none of the pushed series.
     gone = [m >= end or not up for m, up in enumerate(t.pushgateway_up)]
@@ -190,10 +201,10 @@ def _backups(t: Traffic) -> Series:
     series[f'kube_job_status_start_time{{{job}, job_name="{ok_job}"}}'] = const(-600)
     if t.failed_backup_job_at is not None:
         bad = "ipa-backup-29000030"
-        series[f'kube_job_failed{{{job}, job_name="{bad}", condition="true"}}'] = step(
-            float("nan"), 1, t.failed_backup_job_at)
+        series[f'kube_job_failed{{{job}, job_name="{bad}", condition="true"}}'] = step(float("nan"), 1, t.failed_backup_job_at)
         series[f'kube_job_status_start_time{{{job}, job_name="{bad}"}}'] = step(
-            float("nan"), (t.failed_backup_job_at - 20) * 60, t.failed_backup_job_at)
+            float("nan"), (t.failed_backup_job_at - 20) * 60, t.failed_backup_job_at
+        )
     return series
 
 
@@ -211,8 +222,10 @@ def _platform(t: Traffic) -> Series:
         f"redis_config_maxclients{{{redis}}}": const(10000),
         f"redis_rejected_connections_total{{{redis}}}": const(0),
     }
-    for ns, pvc in (("monitoring", "prometheus-kube-prometheus-stack-prometheus-db-prometheus-kube-prometheus-stack-prometheus-0"),
-                    ("ipa", "data-ipa-postgres-0")):
+    for ns, pvc in (
+        ("monitoring", "prometheus-kube-prometheus-stack-prometheus-db-prometheus-kube-prometheus-stack-prometheus-0"),
+        ("ipa", "data-ipa-postgres-0"),
+    ):
         labels = f'job="kubelet", namespace="{ns}", persistentvolumeclaim="{pvc}"'
         series[f"kubelet_volume_stats_available_bytes{{{labels}}}"] = const(4e10)
         series[f"kubelet_volume_stats_capacity_bytes{{{labels}}}"] = const(1e11)
@@ -242,46 +255,72 @@ def s(name: str, traffic: Callable[[], Traffic], fire: set[str] | None = None, a
 
 SCENARIOS = [
     s("normal traffic", Traffic),
-    s("nightly low traffic: 0.05 requests/s, a third of them 5xx and slow, few executions",
-      lambda: Traffic(requests=const(3), error_share=const(0.33), slow_share=const(0.33), executions=const(0.2),
-                      execution_failure_share=const(0.5), claude_calls=const(1), claude_rate_limited_share=const(0.5))),
-    s("short deploy blip: one minute of 20 % errors while a pod is replaced",
-      lambda: Traffic(error_share=step(0.001, 0.2, 225, 226), deploy_at=225)),
-    s("real outage: half the requests fail for the last 40 minutes",
-      lambda: Traffic(error_share=step(0.001, 0.5, 200)),
-      {"HighErrorRate", "IpaBackendErrorBudgetBurnFast", "IpaBackendErrorBudgetBurnSlow"}),
-    s("backend crash: every pod crash-loops for the last 30 minutes",
-      lambda: Traffic(backend_up=step(1, 0, 210), crash_looping=step(0, 1, 210)),
-      {"IpaBackendDown", "IpaBackendCrashLooping", "IpaBackendPodRestarting"}),
-    s("a pod named ipa-backend-migrate-* but not labelled app=ipa-backend crash-loops for the last 30 minutes",
-      lambda: Traffic(migrate_crash_looping=step(0, 1, 210))),
-    s("slow latency degradation: the share of 2.5-5 s requests grows to 20 % over three hours",
-      lambda: Traffic(slow_share=ramp(0, 0.2, 60)),
-      {"HighResponseTime", "IpaBackendLatencyBudgetBurnFast", "IpaBackendLatencyBudgetBurnSlow"}),
-    s("Claude rate-limit burst: 30 % of calls rate-limited for 40 minutes at 0.25 calls/s",
-      lambda: Traffic(claude_calls=const(15), claude_rate_limited_share=step(0, 0.3, 200)),
-      {"ClaudeRateLimited"}),
-    s("Claude rate-limit spike: two minutes of 429s at 1 call/s",
-      lambda: Traffic(claude_rate_limited_share=step(0, 1.0, 236, 238))),
-    s("Claude outage: every call fails for 30 minutes, executions fail with it",
-      lambda: Traffic(claude_failed_share=step(0.002, 1.0, 210), execution_failure_share=step(0.01, 0.6, 210)),
-      {"ClaudeAPIErrors", "ExecutionFailureRateHigh"}),
-    s("backup late: postgres backups stopped two hours ago",
-      lambda: Traffic(postgres_backups_stop_at=120), {"BackupTooOld"}),
-    s("backup failed: one Job failed, the next run succeeded",
-      lambda: Traffic(failed_backup_job_at=200), {"BackupJobFailed"}),
-    s("backup metrics vanished: the Pushgateway lost its pushed series an hour ago",
-      lambda: Traffic(backup_series_end=180), {"BackupTooOld", "RestoreDrillFailed"}),
-    s("Pushgateway down for 40 minutes",
-      lambda: Traffic(pushgateway_up=step(1, 0, 200)), {"PushgatewayDown", "BackupTooOld", "RestoreDrillFailed"}),
-    s("slow restore drill: postgres restore took 2.5 h of a 4 h RTO",
-      lambda: Traffic(drill_seconds=9000), {"RestoreTooSlow"}),
-    s("restore drill overdue: the last success is 9 days old",
-      lambda: Traffic(drill_age_days=9), {"RestoreDrillFailed"}),
-    s("cost spike: claude-opus-4-5 writes 1000 output tokens/s for 90 minutes",
-      lambda: Traffic(opus_output_tokens=step(0, 60000, 150)), {"ClaudeCostBudgetExceeded"}),
-    s("PostgreSQL down for 40 minutes",
-      lambda: Traffic(pg_up=step(1, 0, 200)), {"PostgresDown"}),
+    s(
+        "nightly low traffic: 0.05 requests/s, a third of them 5xx and slow, few executions",
+        lambda: Traffic(
+            requests=const(3),
+            error_share=const(0.33),
+            slow_share=const(0.33),
+            executions=const(0.2),
+            execution_failure_share=const(0.5),
+            claude_calls=const(1),
+            claude_rate_limited_share=const(0.5),
+        ),
+    ),
+    s(
+        "short deploy blip: one minute of 20 % errors while a pod is replaced",
+        lambda: Traffic(error_share=step(0.001, 0.2, 225, 226), deploy_at=225),
+    ),
+    s(
+        "real outage: half the requests fail for the last 40 minutes",
+        lambda: Traffic(error_share=step(0.001, 0.5, 200)),
+        {"HighErrorRate", "IpaBackendErrorBudgetBurnFast", "IpaBackendErrorBudgetBurnSlow"},
+    ),
+    s(
+        "backend crash: every pod crash-loops for the last 30 minutes",
+        lambda: Traffic(backend_up=step(1, 0, 210), crash_looping=step(0, 1, 210)),
+        {"IpaBackendDown", "IpaBackendCrashLooping", "IpaBackendPodRestarting"},
+    ),
+    s(
+        "a pod named ipa-backend-migrate-* but not labelled app=ipa-backend crash-loops for the last 30 minutes",
+        lambda: Traffic(migrate_crash_looping=step(0, 1, 210)),
+    ),
+    s(
+        "slow latency degradation: the share of 2.5-5 s requests grows to 20 % over three hours",
+        lambda: Traffic(slow_share=ramp(0, 0.2, 60)),
+        {"HighResponseTime", "IpaBackendLatencyBudgetBurnFast", "IpaBackendLatencyBudgetBurnSlow"},
+    ),
+    s(
+        "Claude rate-limit burst: 30 % of calls rate-limited for 40 minutes at 0.25 calls/s",
+        lambda: Traffic(claude_calls=const(15), claude_rate_limited_share=step(0, 0.3, 200)),
+        {"ClaudeRateLimited"},
+    ),
+    s("Claude rate-limit spike: two minutes of 429s at 1 call/s", lambda: Traffic(claude_rate_limited_share=step(0, 1.0, 236, 238))),
+    s(
+        "Claude outage: every call fails for 30 minutes, executions fail with it",
+        lambda: Traffic(claude_failed_share=step(0.002, 1.0, 210), execution_failure_share=step(0.01, 0.6, 210)),
+        {"ClaudeAPIErrors", "ExecutionFailureRateHigh"},
+    ),
+    s("backup late: postgres backups stopped two hours ago", lambda: Traffic(postgres_backups_stop_at=120), {"BackupTooOld"}),
+    s("backup failed: one Job failed, the next run succeeded", lambda: Traffic(failed_backup_job_at=200), {"BackupJobFailed"}),
+    s(
+        "backup metrics vanished: the Pushgateway lost its pushed series an hour ago",
+        lambda: Traffic(backup_series_end=180),
+        {"BackupTooOld", "RestoreDrillFailed"},
+    ),
+    s(
+        "Pushgateway down for 40 minutes",
+        lambda: Traffic(pushgateway_up=step(1, 0, 200)),
+        {"PushgatewayDown", "BackupTooOld", "RestoreDrillFailed"},
+    ),
+    s("slow restore drill: postgres restore took 2.5 h of a 4 h RTO", lambda: Traffic(drill_seconds=9000), {"RestoreTooSlow"}),
+    s("restore drill overdue: the last success is 9 days old", lambda: Traffic(drill_age_days=9), {"RestoreDrillFailed"}),
+    s(
+        "cost spike: claude-opus-4-5 writes 1000 output tokens/s for 90 minutes",
+        lambda: Traffic(opus_output_tokens=step(0, 60000, 150)),
+        {"ClaudeCostBudgetExceeded"},
+    ),
+    s("PostgreSQL down for 40 minutes", lambda: Traffic(pg_up=step(1, 0, 200)), {"PostgresDown"}),
 ]
 
 
@@ -329,8 +368,10 @@ def test_alert_accuracy(rendered: Callable[[str], Path], tmp_path: Path) -> None
         lines.append(f"  {sc.name}: fired {sorted(got)} -> {verdict}")
     precision = true_pos / max(true_pos + false_pos, 1)
     recall = true_pos / max(true_pos + false_neg, 1)
-    report = (f"alert accuracy over {len(SCENARIOS)} scenarios x {len(alerts)} alerts: "
-              f"precision {precision:.1%}, recall {recall:.1%} (TP {true_pos}, FP {false_pos}, FN {false_neg})\n" + "\n".join(lines))
+    report = (
+        f"alert accuracy over {len(SCENARIOS)} scenarios x {len(alerts)} alerts: "
+        f"precision {precision:.1%}, recall {recall:.1%} (TP {true_pos}, FP {false_pos}, FN {false_neg})\n" + "\n".join(lines)
+    )
     print(report)
     assert true_pos > 0, report
     assert precision >= 0.95 and recall >= 0.95, report
@@ -338,16 +379,29 @@ def test_alert_accuracy(rendered: Callable[[str], Path], tmp_path: Path) -> None
 
 def test_the_suite_covers_the_issue_scenarios() -> None:
     names = " | ".join(sc.name for sc in SCENARIOS).lower()
-    for word in ("normal", "nightly low traffic", "deploy blip", "real outage", "latency degradation",
-                 "rate-limit burst", "claude outage", "backup late", "backup failed", "metrics vanished",
-                 "slow restore drill", "cost spike"):
+    for word in (
+        "normal",
+        "nightly low traffic",
+        "deploy blip",
+        "real outage",
+        "latency degradation",
+        "rate-limit burst",
+        "claude outage",
+        "backup late",
+        "backup failed",
+        "metrics vanished",
+        "slow restore drill",
+        "cost spike",
+    ):
         assert word in names, word
     assert any(not sc.fire for sc in SCENARIOS) and all(sc.name for sc in SCENARIOS)
 
 
 def test_fired_alerts_parser() -> None:
-    output = ("  FAILED:\n    name: normal traffic,\n    alertname: HighErrorRate, time: 4h, \n        exp:[], \n"
-              "    name: " + SCENARIOS[-1].name + ",\n    alertname: ClaudeCostBudgetExceeded, time: 4h, \n")
+    output = (
+        "  FAILED:\n    name: normal traffic,\n    alertname: HighErrorRate, time: 4h, \n        exp:[], \n"
+        "    name: " + SCENARIOS[-1].name + ",\n    alertname: ClaudeCostBudgetExceeded, time: 4h, \n"
+    )
     fired = fired_alerts(output)
     assert fired["normal traffic"] == {"HighErrorRate"}
     assert fired[SCENARIOS[-1].name] == {"ClaudeCostBudgetExceeded"}

@@ -48,6 +48,7 @@ def receivers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # --- the pure function --------------------------------------------------------------------------
 
+
 def test_routes_by_severity(stack: str) -> None:
     config = alertmanager_config(stack_settings(stack))
     route = config["route"]
@@ -81,7 +82,10 @@ def test_receivers_and_secret_files(stack: str) -> None:
     assert email["send_resolved"] is True
     assert email["to"] == ", ".join(settings.alert_email_to)
     assert (email["from"], email["smarthost"], email["require_tls"]) == (
-        settings.alert_email_from, settings.smtp_smarthost, settings.smtp_require_tls)
+        settings.alert_email_from,
+        settings.smtp_smarthost,
+        settings.smtp_require_tls,
+    )
     assert email["auth_username"] == settings.smtp_auth_username
     text = yaml.safe_dump(alertmanager_config(settings))
     for secret in PLACEHOLDER_SECRETS.values():
@@ -109,6 +113,7 @@ def test_templates_carry_summary_severity_environment_and_links() -> None:
 
 
 # --- amtool on the rendered file ---------------------------------------------------------------
+
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("amtool"), *args], capture_output=True, text=True, timeout=60, check=False)
@@ -168,8 +173,15 @@ def test_amtool_routes(stack: str, labels: list[str], expected: str, rendered: R
 
 def test_amtool_routes_detects_a_wrong_receiver(rendered: Rendered) -> None:
     path = config_file(rendered, "dev")
-    result = amtool("config", "routes", "test", f"--config.file={path}", f"--verify.receivers={TEAMS_RECEIVER}",
-                    "alertname=HighErrorRate", "severity=critical")
+    result = amtool(
+        "config",
+        "routes",
+        "test",
+        f"--config.file={path}",
+        f"--verify.receivers={TEAMS_RECEIVER}",
+        "alertname=HighErrorRate",
+        "severity=critical",
+    )
     assert result.returncode != 0
 
 
@@ -188,6 +200,7 @@ def test_inline_templates_render(stack: str, rendered: Rendered, tmp_path: Path)
 
 
 # --- live delivery ------------------------------------------------------------------------------
+
 
 def local_config(config: dict[str, Any], tmp_path: Path, teams_url: str, smarthost: str, password: str) -> Path:
     """The rendered config with its secret files and SMTP relay pointed at local stand-ins.
@@ -221,9 +234,12 @@ def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
 def alert(name: str, severity: str) -> dict[str, Any]:
     return {
         "labels": {"alertname": name, "severity": severity, "namespace": "ipa"},
-        "annotations": {"summary": f"{name} summary text", "description": f"{name} description",
-                        "runbook_url": f"https://runbooks.example.com/{name}.md",
-                        "dashboard_url": "https://grafana.example.com/d/api-performance"},
+        "annotations": {
+            "summary": f"{name} summary text",
+            "description": f"{name} description",
+            "runbook_url": f"https://runbooks.example.com/{name}.md",
+            "dashboard_url": "https://grafana.example.com/d/api-performance",
+        },
     }
 
 
@@ -238,8 +254,13 @@ def test_delivery_to_teams_and_email(rendered: Rendered, tmp_path: Path, monkeyp
     with TeamsStandin() as teams, SmtpStandin(settings.smtp_auth_username, "local-smtp-password") as smtp:
         path = local_config(config, tmp_path, teams.webhook_url("ipa"), smtp.smarthost, "local-smtp-password")
         with alertmanager(tmp_path, path) as am:
-            am.post_alerts([alert("HighErrorRate", "critical"), alert("HighResponseTime", "warning"),
-                            {"labels": {"alertname": "Watchdog", "severity": "none"}}])
+            am.post_alerts(
+                [
+                    alert("HighErrorRate", "critical"),
+                    alert("HighResponseTime", "warning"),
+                    {"labels": {"alertname": "Watchdog", "severity": "none"}},
+                ]
+            )
             wait_until(lambda: len(teams.posts) >= 2 and len(smtp.messages) >= 1)
             time.sleep(2)  # anything else (a Watchdog delivery, a second mail) would arrive by now
     bodies = [post.text for post in teams.posts]

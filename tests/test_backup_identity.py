@@ -62,4 +62,7 @@ def test_blob_data_contributor_scoped_to_the_container(run_stack: RunStack, stac
 
 
 def test_role_definition_id_is_subscription_scoped() -> None:
-    assert role_definition_id("sub-1") == f"/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/{STORAGE_BLOB_DATA_CONTRIBUTOR}"
+    assert (
+        role_definition_id("sub-1")
+        == f"/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/{STORAGE_BLOB_DATA_CONTRIBUTOR}"
+    )

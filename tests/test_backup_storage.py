@@ -119,8 +119,10 @@ def test_lifecycle_implements_the_set_layout(run_stack: RunStack, stack: str) ->
         assert rule["enabled"] is True and rule["type"] == "Lifecycle"
         # The backup tool writes `<tier>/<set id>/<file>` into the container.
         assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": [f"{settings.backup_container}/{tier}/"]}
-    days = {tier: rules[f"backup-{tier}"]["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
-            for tier in ("frequent", "daily", "weekly")}
+    days = {
+        tier: rules[f"backup-{tier}"]["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+        for tier in ("frequent", "daily", "weekly")
+    }
     assert days["frequent"] * 24 >= settings.backup_frequent_retention_hours >= 48
     assert days["daily"] >= settings.backup_retention_days >= 30
     assert days["weekly"] >= settings.backup_weekly_retention_weeks * 7 >= 12 * 7
@@ -132,7 +134,10 @@ def test_lifecycle_deletes_old_versions_like_their_blobs(run_stack: RunStack, st
     """A delete (by mistake or an attacker) leaves a previous version that lives as long as the set would have."""
     for rule in _rules(run_stack(stack)).values():
         actions = rule["definition"]["actions"]
-        assert actions["version"]["delete"]["daysAfterCreationGreaterThan"] == actions["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+        assert (
+            actions["version"]["delete"]["daysAfterCreationGreaterThan"]
+            == actions["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+        )
 
 
 def test_lifecycle_never_archives_and_cools_only_long_lived_sets(run_stack: RunStack, stack: str) -> None:
@@ -157,8 +162,10 @@ def test_lifecycle_never_fights_the_immutability_lock() -> None:
         assert days >= settings.storage_immutability_days
         assert days >= tier_retention_days(settings)[tier]
     longer = stack_settings("prod", {"storageImmutabilityDays": 60})
-    delete_days = {r["name"]: r["definition"]["actions"]["base_blob"]["delete"]["days_after_modification_greater_than"]
-                   for r in lifecycle_rules(longer)}
+    delete_days = {
+        r["name"]: r["definition"]["actions"]["base_blob"]["delete"]["days_after_modification_greater_than"]
+        for r in lifecycle_rules(longer)
+    }
     assert delete_days == {"backup-frequent": 60, "backup-daily": 60, "backup-weekly": 84}
 
 

@@ -12,10 +12,19 @@ import backup_bench
 
 
 def result(seed_cpu: float, reference_cpu: float, ipa_cpu: float) -> dict[str, object]:
-    return {"database": "multi", "size_bytes": 1.23e9, "seed_backup": 24.0, "seed_restore": 14.0,
-            "seed_restore_cpu": seed_cpu, "seed_bytes": 4.4e8, "pg_dump_z1_file": 12.0, "pg_restore_z1_file": 11.0,
-            "pg_restore_z1_file_cpu": reference_cpu, "floor": 3.0,
-            "ipa_runs": [{"knobs": {}, "backup": 6.0, "restore": 12.0, "restore_cpu": ipa_cpu, "stored_bytes": 4.2e8}]}
+    return {
+        "database": "multi",
+        "size_bytes": 1.23e9,
+        "seed_backup": 24.0,
+        "seed_restore": 14.0,
+        "seed_restore_cpu": seed_cpu,
+        "seed_bytes": 4.4e8,
+        "pg_dump_z1_file": 12.0,
+        "pg_restore_z1_file": 11.0,
+        "pg_restore_z1_file_cpu": reference_cpu,
+        "floor": 3.0,
+        "ipa_runs": [{"knobs": {}, "backup": 6.0, "restore": 12.0, "restore_cpu": ipa_cpu, "stored_bytes": 4.2e8}],
+    }
 
 
 def test_ceiling_uses_the_least_cpu_of_any_restore(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,9 +32,17 @@ EXTRA_EXPORTER_METRICS = DASHBOARD_STANDARD_METRICS
 
 # What Grafana puts in place of its variables before the query reaches Prometheus.
 SUBSTITUTIONS = {
-    "$__rate_interval": "1m", "$__interval": "15s", "$__range": "6h",
-    "${datasource}": "prometheus", "$datasource": "prometheus",
-    "$job": "ipa-backend", "$namespace": "ipa", "$workflow": ".*", "$model": ".*", "$instance": ".*", "$target": ".*",
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "6h",
+    "${datasource}": "prometheus",
+    "$datasource": "prometheus",
+    "$job": "ipa-backend",
+    "$namespace": "ipa",
+    "$workflow": ".*",
+    "$model": ".*",
+    "$instance": ".*",
+    "$target": ".*",
 }
 
 
@@ -213,7 +221,9 @@ def test_every_contract_metric_is_on_a_dashboard(boards: dict[str, dict[str, Any
 
 
 def test_cost_panels_use_the_cost_rules_budget_and_default_price() -> None:
-    settings = stack_settings("dev", {"claudeDailyBudgetUsd": 250, "claudeDefaultPricing": {"input": 11, "output": 55, "cacheRead": 1.1, "cacheWrite": 13.75}})
+    settings = stack_settings(
+        "dev", {"claudeDailyBudgetUsd": 250, "claudeDefaultPricing": {"input": 11, "output": 55, "cacheRead": 1.1, "cacheWrite": 13.75}}
+    )
     claude = build_all(settings)["claude-usage"]
     by_title = {p["title"]: p for p in panels(claude)}
     day = by_title["Cost last 24h (est.)"]

@@ -44,22 +44,35 @@ def test_every_panel_query_returns_data(tmp_path: Path, rendered: Callable[[str]
     settings = stack_settings(STACK)
     rules = rendered(STACK) / "prometheus" / "rules.yaml"
     boards = build_all(settings)
-    panel_queries = {f"{uid}/{title}/{i}": substitute(expr)
-                     for uid, board in boards.items() for i, (title, expr) in enumerate(targets(board))}
+    panel_queries = {
+        f"{uid}/{title}/{i}": substitute(expr) for uid, board in boards.items() for i, (title, expr) in enumerate(targets(board))
+    }
     # Variable selectors must find series too, or the dashboard opens with empty drop-downs.
-    variable_queries = {f"{uid}/{title}": substitute(expr)
-                        for uid, board in boards.items() for title, expr in all_exprs(board) if title.startswith("variable ")}
+    variable_queries = {
+        f"{uid}/{title}": substitute(expr)
+        for uid, board in boards.items()
+        for title, expr in all_exprs(board)
+        if title.startswith("variable ")
+    }
 
     with (
         StandinBackend(traffic_per_second=40, executions_per_second=6, claude_calls_per_second=6) as backend,
-        StandinExporters(namespace=settings.backend_namespace, backup_namespace=settings.backup_namespace,
-                         monitoring_namespace=settings.monitoring_namespace, database=settings.postgres_database) as exporters,
+        StandinExporters(
+            namespace=settings.backend_namespace,
+            backup_namespace=settings.backup_namespace,
+            monitoring_namespace=settings.monitoring_namespace,
+            database=settings.postgres_database,
+        ) as exporters,
         pushgateway(tmp_path) as gateway,
     ):
         push_backup_metrics(gateway.url, time.time())
         scrape: list[dict[str, Any]] = [
-            {"job_name": "ipa-backend", "static_configs": [{"targets": [f"127.0.0.1:{backend.port}"],
-                                                            "labels": {"namespace": settings.backend_namespace, "pod": "ipa-backend-0"}}]},
+            {
+                "job_name": "ipa-backend",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{backend.port}"], "labels": {"namespace": settings.backend_namespace, "pod": "ipa-backend-0"}}
+                ],
+            },
             {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [gateway.address]}]},
             *exporters.scrape_configs(),
         ]
@@ -70,8 +83,10 @@ def test_every_panel_query_returns_data(tmp_path: Path, rendered: Callable[[str]
 
     assert not broken_rules, f"recording/alerting rules failing to evaluate: {broken_rules}"
     with_data = [key for key in panel_queries if has_data(results[key])]
-    print(f"panel queries with data: {len(with_data)}/{len(panel_queries)}; "
-          f"variable queries with data: {sum(has_data(results[k]) for k in variable_queries)}/{len(variable_queries)}")
+    print(
+        f"panel queries with data: {len(with_data)}/{len(panel_queries)}; "
+        f"variable queries with data: {sum(has_data(results[k]) for k in variable_queries)}/{len(variable_queries)}"
+    )
     empty = {key: panel_queries[key] for key in panel_queries if key not in with_data}
     assert not empty, f"{len(empty)} panel queries returned no data: {empty}"
     empty_variables = [key for key in variable_queries if not has_data(results[key])]

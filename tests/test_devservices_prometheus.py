@@ -69,26 +69,28 @@ def test_missing_tool_names_the_install_script(tmp_path: Path, monkeypatch: pyte
 
 def test_amtool_accepts_msteamsv2_with_webhook_url_file(tmp_path: Path) -> None:
     config = _write_alertmanager_config(tmp_path)
-    result = subprocess.run([tools.tool("amtool"), "check-config", str(config)], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run([tools.tool("amtool"), "check-config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     both = tmp_path / "both.yml"
     both.write_text(config.read_text().replace("- webhook_url_file:", "- webhook_url: http://127.0.0.1:9/x\n    webhook_url_file:"))
-    bad = subprocess.run([tools.tool("amtool"), "check-config", str(both)], capture_output=True, text=True,
-                         timeout=30)
+    bad = subprocess.run([tools.tool("amtool"), "check-config", str(both)], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "webhook_url" in bad.stdout + bad.stderr
 
 
 @pytest.mark.services
 @pytest.mark.timeout(60)
 def test_prometheus_rules_reload_and_alerts_reach_alertmanager(tmp_path: Path) -> None:
-    rules = _write_rules(tmp_path / "rules.yaml", [
-        {"record": "devservices:one", "expr": "vector(1)"},
-        {"alert": "DevservicesAlwaysFiring", "expr": "vector(1)", "labels": {"severity": "info"},
-         "annotations": {"summary": "test"}},
-    ])
-    with alertmanager(tmp_path, _write_alertmanager_config(tmp_path)) as am, \
-            prometheus(tmp_path, [], rule_files=[rules], alertmanager_url=am.url) as prom:
+    rules = _write_rules(
+        tmp_path / "rules.yaml",
+        [
+            {"record": "devservices:one", "expr": "vector(1)"},
+            {"alert": "DevservicesAlwaysFiring", "expr": "vector(1)", "labels": {"severity": "info"}, "annotations": {"summary": "test"}},
+        ],
+    )
+    with (
+        alertmanager(tmp_path, _write_alertmanager_config(tmp_path)) as am,
+        prometheus(tmp_path, [], rule_files=[rules], alertmanager_url=am.url) as prom,
+    ):
         assert am.ready() and prom.ready()
         assert requests.get(prom.url + "/-/healthy", timeout=5).status_code == 200
 
@@ -118,8 +120,14 @@ def test_prometheus_rules_reload_and_alerts_reach_alertmanager(tmp_path: Path) -
 def test_alertmanager_keeps_a_posted_alert(tmp_path: Path) -> None:
     with alertmanager(tmp_path, _write_alertmanager_config(tmp_path)) as am:
         assert requests.get(am.url + "/-/ready", timeout=5).status_code == 200
-        am.post_alerts([{"labels": {"alertname": "PostedByTest", "team": "never-matches", "severity": "warning"},
-                         "annotations": {"summary": "posted"}}])
+        am.post_alerts(
+            [
+                {
+                    "labels": {"alertname": "PostedByTest", "team": "never-matches", "severity": "warning"},
+                    "annotations": {"summary": "posted"},
+                }
+            ]
+        )
         [alert] = [a for a in am.alerts() if a["labels"]["alertname"] == "PostedByTest"]
         assert alert["annotations"]["summary"] == "posted"
         assert alert["status"]["state"] == "active"
@@ -176,10 +184,14 @@ def test_alertmanager_renders_and_delivers_a_teams_card(tmp_path: Path) -> None:
         webhook = tmp_path / "webhook-url"
         webhook.write_text(f"http://127.0.0.1:{server.server_port}/teams")
         config = tmp_path / "alertmanager.yml"
-        config.write_text(yaml.safe_dump({
-            "route": {"receiver": "teams", "group_wait": "0s"},
-            "receivers": [{"name": "teams", "msteamsv2_configs": [{"webhook_url_file": str(webhook)}]}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "route": {"receiver": "teams", "group_wait": "0s"},
+                    "receivers": [{"name": "teams", "msteamsv2_configs": [{"webhook_url_file": str(webhook)}]}],
+                }
+            )
+        )
         with alertmanager(tmp_path, config) as am:
             am.post_alerts([{"labels": {"alertname": "TeamsCardTest", "severity": "critical"}}])
             deadline = time.monotonic() + 15

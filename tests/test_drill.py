@@ -27,6 +27,7 @@ Rendered = Callable[[str], Path]
 
 # --- rule compression ------------------------------------------------------------------------------
 
+
 def test_durations_round_trip() -> None:
     assert parse_duration("1h30m") == 5400
     assert parse_duration("250ms") == 0.25
@@ -37,9 +38,7 @@ def test_durations_round_trip() -> None:
 
 def test_compress_expr_scales_windows_steps_and_offsets_but_not_strings() -> None:
     expr = 'rate(x{le=~"[0-9]+", a="[5m]"}[5m]) + max_over_time(y[1h:5m]) - z offset 1d + sum(w[1m])'
-    assert compress_expr(expr, 60, 5) == (
-        'rate(x{le=~"[0-9]+", a="[5m]"}[5s]) + max_over_time(y[1m:5s]) - z offset 24m + sum(w[5s])'
-    )
+    assert compress_expr(expr, 60, 5) == ('rate(x{le=~"[0-9]+", a="[5m]"}[5s]) + max_over_time(y[1m:5s]) - z offset 24m + sum(w[5s])')
     assert compress_expr("increase(a[3d])", 60, 5) == "increase(a[72m])"
 
 
@@ -66,6 +65,7 @@ def test_compress_rules_refuses_a_backup_alert_without_the_rpo() -> None:
 
 
 # --- Alertmanager ---------------------------------------------------------------------------------
+
 
 def test_localize_alertmanager_keeps_routing_and_templates(rendered: Rendered, tmp_path: Path) -> None:
     original = yaml.safe_load((rendered("dev") / "alertmanager" / "alertmanager.yaml").read_text())
@@ -99,8 +99,16 @@ def test_backup_cronjob_env_is_translated_name_for_name(rendered: Rendered) -> N
     cronjobs = artifacts.find_cronjobs(rendered("dev") / "kubernetes")
     assert set(cronjobs) == {"backup", "drill"}
     backup = cronjobs["backup"]
-    local = {"PGHOST": "127.0.0.1", "PGPORT": "5433", "PGUSER": "u", "PGPASSWORD": "p", "REDIS_URL": "redis://127.0.0.1:7/0",
-             "REDISCLI_AUTH": "r", "AZURE_STORAGE_CONNECTION_STRING": "cs", "PUSHGATEWAY_URL": "http://127.0.0.1:8"}
+    local = {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": "5433",
+        "PGUSER": "u",
+        "PGPASSWORD": "p",
+        "REDIS_URL": "redis://127.0.0.1:7/0",
+        "REDISCLI_AUTH": "r",
+        "AZURE_STORAGE_CONNECTION_STRING": "cs",
+        "PUSHGATEWAY_URL": "http://127.0.0.1:8",
+    }
     env = artifacts.translate_env(backup.env, local, {}).env
     assert set(env) == set(backup.env_names) - {"BACKUP_BLOB_ACCOUNT_URL"} | {"AZURE_STORAGE_CONNECTION_STRING"}
     assert not any(".svc" in v or "windows.net" in v for v in env.values())
@@ -111,14 +119,31 @@ def test_backup_cronjob_env_is_translated_name_for_name(rendered: Rendered) -> N
 
 # --- notifications ----------------------------------------------------------------------------------
 
+
 def test_notifications_name_alert_status_and_channel() -> None:
-    card = {"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": {
-        "body": [{"type": "TextBlock", "text": "[RESOLVED] [dev] [critical] HighErrorRate: 5xx"},
-                 {"type": "TextBlock", "text": "see also BackupTooOld"}]}}]}
+    card = {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "body": [
+                        {"type": "TextBlock", "text": "[RESOLVED] [dev] [critical] HighErrorRate: 5xx"},
+                        {"type": "TextBlock", "text": "see also BackupTooOld"},
+                    ]
+                },
+            }
+        ],
+    }
     teams = notifications.from_teams([TeamsPost(10.0, "/w", card, json.dumps(card))], ["HighErrorRate", "BackupTooOld", "HighError"])
-    assert teams == [notifications.Notification("teams", 10.0, "resolved", frozenset({"HighErrorRate"}), card["attachments"][0]["content"]["body"][0]["text"])]
-    mail = notifications.from_mail([Mail(11.0, "a@x", ("b@y",), "[FIRING:2] [dev] [warning] HighResponseTime", "<p>..</p>", "a@x")],
-                                   ["HighResponseTime"])
+    assert teams == [
+        notifications.Notification(
+            "teams", 10.0, "resolved", frozenset({"HighErrorRate"}), card["attachments"][0]["content"]["body"][0]["text"]
+        )
+    ]
+    mail = notifications.from_mail(
+        [Mail(11.0, "a@x", ("b@y",), "[FIRING:2] [dev] [warning] HighResponseTime", "<p>..</p>", "a@x")], ["HighResponseTime"]
+    )
     assert mail[0].status == "firing" and mail[0].alertnames == {"HighResponseTime"}
     assert notifications.first(teams + mail, "HighErrorRate", "teams", "resolved", after=9.0) == teams[0]
     assert notifications.first(teams + mail, "HighErrorRate", "teams", "resolved", after=10.5) is None
@@ -126,10 +151,15 @@ def test_notifications_name_alert_status_and_channel() -> None:
 
 # --- whole runs -----------------------------------------------------------------------------------------
 
+
 def _drill(build_dir: Path, out: Path, seed: int) -> subprocess.Popen[bytes]:
     log = open(out.parent / f"{out.name}.log", "wb")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen([sys.executable, "-m", "drill", "--build-dir", str(build_dir), "--out", str(out), "--seed", str(seed)],
-                            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "drill", "--build-dir", str(build_dir), "--out", str(out), "--seed", str(seed)],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _leftovers(marker: Path) -> list[str]:
@@ -173,8 +203,13 @@ def test_the_whole_drill_passes_and_reports(rendered: Rendered, tmp_path: Path) 
     assert alerts["HighResponseTime"]["channels"] == ["teams"] and alerts["HighResponseTime"]["receiver"] == "teams"
     assert all(a["delivered_after_seconds"] is not None and a["delivered_after_seconds"] < 150 for a in report["alerts"])
     names = {c["name"] for c in report["checks"]}
-    assert {"restored PostgreSQL data", "restored Redis data", "ipa-backup drill", "every process stopped",
-            "routing: every notification on its severity's channels"} <= names
+    assert {
+        "restored PostgreSQL data",
+        "restored Redis data",
+        "ipa-backup drill",
+        "every process stopped",
+        "routing: every notification on its severity's channels",
+    } <= names
     md = (out / "report.md").read_text()
     assert "![timeline](timeline.png)" in md and "RPO" in md
     assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

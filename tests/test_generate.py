@@ -38,4 +38,3 @@ def test_refuses_to_drop_what_it_does_not_own() -> None:
         stack_file(_stack("", "  ipa-ops:smtpPassword:\n    secure: AAABAKc2\n"))
     with pytest.raises(GenerateError, match="marker lines"):
         stack_file("config:\n  ipa-ops:location: westeurope\n")
-

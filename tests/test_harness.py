@@ -18,9 +18,11 @@ class _Probe(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.password = random.RandomPassword("probe-password", length=24, special=False, opts=child)
         self.identity = azure_native.managedidentity.UserAssignedIdentity(
-            "probe-identity", resource_group_name="rg-probe", resource_name_="id-probe", opts=child)
-        self.release = k8s.helm.v3.Release("probe-release", name="probe", chart="probe", version="1.0.0",
-                                           namespace="monitoring", opts=child)
+            "probe-identity", resource_group_name="rg-probe", resource_name_="id-probe", opts=child
+        )
+        self.release = k8s.helm.v3.Release(
+            "probe-release", name="probe", chart="probe", version="1.0.0", namespace="monitoring", opts=child
+        )
         # apply() callbacks run only when preview=False: this secret exists only if they ran.
         self.secret = k8s.core.v1.Secret(
             "probe-secret",

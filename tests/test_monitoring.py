@@ -55,6 +55,7 @@ def releases(run: Run) -> dict[str, Any]:
 
 # --- the release ------------------------------------------------------------------------------
 
+
 def test_release_chart_version_name_namespace(stack: str, run_stack: RunStack) -> None:
     run, settings = run_monitoring(run_stack, stack)
     release = releases(run)[RELEASE_NAME]
@@ -95,6 +96,7 @@ def test_main_program_wires_the_component(run_stack: RunStack) -> None:
 
 
 # --- the values, key by key -------------------------------------------------------------------
+
 
 def test_aks_control_plane_targets_disabled(stack: str) -> None:
     values = kube_prometheus_stack_values(stack_settings(stack))
@@ -141,8 +143,11 @@ def test_kube_state_metrics_exports_the_backend_app_label(stack: str) -> None:
 
 def test_remote_write_targets() -> None:
     targets = [
-        {"name": "azure-monitor", "url": "https://amw-ipa.westeurope-1.metrics.ingest.monitor.azure.com/dataCollectionRules/dcr-1/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
-         "azureAdClientId": "11111111-2222-4333-8444-555555555555"},
+        {
+            "name": "azure-monitor",
+            "url": "https://amw-ipa.westeurope-1.metrics.ingest.monitor.azure.com/dataCollectionRules/dcr-1/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
+            "azureAdClientId": "11111111-2222-4333-8444-555555555555",
+        },
         {"name": "mimir", "url": "https://mimir.example.com/api/v1/push", "tenant": "ipa-prod"},
     ]
     spec = kube_prometheus_stack_values(stack_settings("prod", {"remoteWrite": targets}))["prometheus"]["prometheusSpec"]
@@ -202,6 +207,7 @@ def test_prod_and_dev_differ_where_they_should() -> None:
 
 # --- secrets ------------------------------------------------------------------------------------
 
+
 def secret_values(run: Run) -> list[str]:
     passwords = [r.outputs["result"] for r in run.of_type(RANDOM_PASSWORD)]
     assert passwords and all(len(p) >= 32 for p in passwords)
@@ -241,6 +247,7 @@ def test_secrets_are_kubernetes_secrets_referenced_by_name(stack: str, run_stack
 
 # --- scraping the backend -------------------------------------------------------------------
 
+
 def test_backend_pod_monitor_shape(stack: str, run_stack: RunStack) -> None:
     run, settings = run_monitoring(run_stack, stack)
     monitor = run.one(POD_MONITOR).inputs
@@ -267,6 +274,7 @@ def test_backend_port_path_and_namespace_come_from_settings(run_stack: RunStack)
 
 # --- exporters ----------------------------------------------------------------------------------
 
+
 def test_exporter_releases(stack: str, run_stack: RunStack) -> None:
     run, settings = run_monitoring(run_stack, stack)
     found = releases(run)
@@ -288,8 +296,15 @@ def test_exporter_releases(stack: str, run_stack: RunStack) -> None:
 
 
 def test_exporter_credentials_come_from_the_named_secrets() -> None:
-    settings = stack_settings("prod", {"postgresCredentialsSecret": "pg-monitor", "redisCredentialsSecret": "redis-monitor",
-                                       "postgresHost": "ipa-prod.postgres.database.azure.com", "postgresSslMode": "verify-full"})
+    settings = stack_settings(
+        "prod",
+        {
+            "postgresCredentialsSecret": "pg-monitor",
+            "redisCredentialsSecret": "redis-monitor",
+            "postgresHost": "ipa-prod.postgres.database.azure.com",
+            "postgresSslMode": "verify-full",
+        },
+    )
     postgres = postgres_exporter_values(settings)
     (volume,) = postgres["extraVolumes"]
     assert volume["secret"]["secretName"] == "pg-monitor"
@@ -299,13 +314,18 @@ def test_exporter_credentials_come_from_the_named_secrets() -> None:
     assert datasource["userFile"] == f"{POSTGRES_CREDENTIALS_DIR}/username"
     assert datasource["passwordFile"] == f"{POSTGRES_CREDENTIALS_DIR}/password"
     assert "password" not in datasource and "user" not in datasource
-    assert (datasource["host"], datasource["port"], datasource["sslmode"]) == ("ipa-prod.postgres.database.azure.com", "5432", "verify-full")
+    assert (datasource["host"], datasource["port"], datasource["sslmode"]) == (
+        "ipa-prod.postgres.database.azure.com",
+        "5432",
+        "verify-full",
+    )
     redis = redis_exporter_values(settings)
     assert redis["auth"] == {"enabled": True, "secret": {"name": "redis-monitor", "key": "password"}}
     assert redis["redisAddress"] == f"redis://{settings.redis_host}:6379"
 
 
 # --- key paths against the charts' values.yaml ------------------------------------------------
+
 
 def known_paths() -> dict[str, set[str]]:
     paths: dict[str, set[str]] = {}
@@ -317,10 +337,26 @@ def known_paths() -> dict[str, set[str]]:
 
 
 # Free-form subtrees: their content is Kubernetes objects or application config, not chart keys.
-OPAQUE = {"config", "grafana.ini", "resources", "volumeClaimTemplate", "externalLabels", "ruleSelector",
-          "serviceMonitorSelector", "podMonitorSelector", "probeSelector", "ruleNamespaceSelector",
-          "serviceMonitorNamespaceSelector", "podMonitorNamespaceSelector", "probeNamespaceSelector",
-          "securityContext", "podSecurityContext", "containerSecurityContext", "labels", "additionalLabels"}
+OPAQUE = {
+    "config",
+    "grafana.ini",
+    "resources",
+    "volumeClaimTemplate",
+    "externalLabels",
+    "ruleSelector",
+    "serviceMonitorSelector",
+    "podMonitorSelector",
+    "probeSelector",
+    "ruleNamespaceSelector",
+    "serviceMonitorNamespaceSelector",
+    "podMonitorNamespaceSelector",
+    "probeNamespaceSelector",
+    "securityContext",
+    "podSecurityContext",
+    "containerSecurityContext",
+    "labels",
+    "additionalLabels",
+}
 
 
 def key_paths(values: dict[str, Any], prefix: str = "") -> list[str]:

@@ -105,8 +105,12 @@ def test_validators_reject_bad_objects(rendered: Rendered) -> None:
     assert validate(wrong_type)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizer": []}}
     assert validate(namespace)
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-                  "spec": {"replicas": "two", "selector": {}, "template": {}}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "two", "selector": {}, "template": {}},
+    }
     assert validate(deployment)
     assert validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x", "namespace": "y"}})
     assert validate(pod_monitor(rendered)) == []

@@ -106,12 +106,23 @@ def test_dashboard_link_uses_the_external_grafana_url_when_set() -> None:
 
 
 def test_thresholds_and_objectives_come_from_settings() -> None:
-    alerts = _alerts("dev", {
-        "errorRateThreshold": 0.02, "minRequestRate": 0.5, "latencyP95ThresholdSeconds": 1.5,
-        "claudeErrorRateThreshold": 0.3, "rpoTargetMinutes": 120, "rtoTargetMinutes": 100,
-        "restoreDrillPeriodDays": 14, "drillSchedule": "0 3 * * 0", "claudeDailyBudgetUsd": 12.5,
-        "executionFailureRatioThreshold": 0.25, "availabilitySlo": 0.999, "backupNamespace": "dr",
-    })
+    alerts = _alerts(
+        "dev",
+        {
+            "errorRateThreshold": 0.02,
+            "minRequestRate": 0.5,
+            "latencyP95ThresholdSeconds": 1.5,
+            "claudeErrorRateThreshold": 0.3,
+            "rpoTargetMinutes": 120,
+            "rtoTargetMinutes": 100,
+            "restoreDrillPeriodDays": 14,
+            "drillSchedule": "0 3 * * 0",
+            "claudeDailyBudgetUsd": 12.5,
+            "executionFailureRatioThreshold": 0.25,
+            "availabilitySlo": 0.999,
+            "backupNamespace": "dr",
+        },
+    )
     assert "ratio_rate5m > 0.02" in alerts["HighErrorRate"]["expr"]
     assert ">= 0.5" in alerts["HighErrorRate"]["expr"]
     assert "p95_5m > 1.5" in alerts["HighResponseTime"]["expr"]
@@ -130,16 +141,27 @@ def test_thresholds_and_objectives_come_from_settings() -> None:
 def test_spec_alert_conditions_and_durations(stack: str) -> None:
     alerts = _alerts(stack)
     # BackupTooOld has no `for`: an RPO breach fires at once, not minutes later.
-    expected_for = {"HighErrorRate": "5m", "HighResponseTime": "5m", "ClaudeAPIErrors": "2m", "IpaBackendDown": "5m",
-                    "ExecutionFailureRateHigh": "10m", "BackupTooOld": None}
+    expected_for = {
+        "HighErrorRate": "5m",
+        "HighResponseTime": "5m",
+        "ClaudeAPIErrors": "2m",
+        "IpaBackendDown": "5m",
+        "ExecutionFailureRateHigh": "10m",
+        "BackupTooOld": None,
+    }
     assert {name: alerts[name].get("for") for name in expected_for} == expected_for
-    assert "absent(up{job=\"ipa-backend\"})" in alerts["IpaBackendDown"]["expr"]
+    assert 'absent(up{job="ipa-backend"})' in alerts["IpaBackendDown"]["expr"]
     for target in ("postgres", "redis"):
-        assert (f'absent_over_time(ipa_backup_last_success_timestamp_seconds{{job="ipa-backup", target="{target}"}}[5m])'
-                in alerts["BackupTooOld"]["expr"])
+        assert (
+            f'absent_over_time(ipa_backup_last_success_timestamp_seconds{{job="ipa-backup", target="{target}"}}[5m])'
+            in alerts["BackupTooOld"]["expr"]
+        )
     assert "absent(ipa_restore_drill_last_success_timestamp_seconds" in alerts["RestoreDrillFailed"]["expr"]
     assert 'status=~"failure|timeout"' in "".join(
-        r["expr"] for g in rule_groups(stack_settings(stack)) for r in g["rules"] if r.get("record") == "ipa:execution_failures:ratio_rate5m"
+        r["expr"]
+        for g in rule_groups(stack_settings(stack))
+        for r in g["rules"]
+        if r.get("record") == "ipa:execution_failures:ratio_rate5m"
     )
 
 
@@ -147,8 +169,10 @@ def test_backend_pods_are_selected_by_their_app_label(stack: str) -> None:
     """The metrics contract names the backend pods by the label app=ipa-backend; a pod's name proves nothing."""
     alerts = _alerts(stack)
     settings = stack_settings(stack)
-    join = (f'* on (namespace, pod) group_left () max by (namespace, pod) '
-            f'(kube_pod_labels{{namespace="{settings.backend_namespace}", label_app="ipa-backend"}})')
+    join = (
+        f"* on (namespace, pod) group_left () max by (namespace, pod) "
+        f'(kube_pod_labels{{namespace="{settings.backend_namespace}", label_app="ipa-backend"}})'
+    )
     for name in ("IpaBackendPodRestarting", "IpaBackendCrashLooping", "IpaBackendMemoryNearLimit"):
         assert join in alerts[name]["expr"], name
     exprs = [r["expr"] for g in rule_groups(settings) for r in g["rules"]]
@@ -174,10 +198,14 @@ def test_price_table_has_every_model_type_and_the_default() -> None:
     rules = price_rules(settings)
     table = {(r["labels"]["model"], r["labels"]["type"]): r["expr"] for r in rules}
     assert table == {
-        ("m-1", "input"): "vector(2)", ("m-1", "output"): "vector(4)",
-        ("m-1", "cache_read"): "vector(0.2)", ("m-1", "cache_write"): "vector(2.5)",
-        ("__default__", "input"): "vector(15)", ("__default__", "output"): "vector(75)",
-        ("__default__", "cache_read"): "vector(1.5)", ("__default__", "cache_write"): "vector(18.75)",
+        ("m-1", "input"): "vector(2)",
+        ("m-1", "output"): "vector(4)",
+        ("m-1", "cache_read"): "vector(0.2)",
+        ("m-1", "cache_write"): "vector(2.5)",
+        ("__default__", "input"): "vector(15)",
+        ("__default__", "output"): "vector(75)",
+        ("__default__", "cache_read"): "vector(1.5)",
+        ("__default__", "cache_write"): "vector(18.75)",
     }
     assert {r["record"] for r in rules} == {"ipa:claude_price_usd_per_mtok"}
 
@@ -219,6 +247,7 @@ def test_main_program_declares_the_rules(run_stack: RunStack) -> None:
 def test_rule_body_shape() -> None:
     body = prometheus_rule_body("x", "monitoring", [{"name": "g", "rules": []}])
     assert body["metadata"] == {
-        "name": "x", "namespace": "monitoring",
+        "name": "x",
+        "namespace": "monitoring",
         "labels": {"release": RELEASE_NAME, "app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/component": "rules"},
     }

@@ -24,8 +24,13 @@ UNIT_FILES = sorted(p.name for p in HERE.glob("*.test.yaml") if p.name != "annot
 
 def test_rendered_rules_pass_promtool_lint(rendered: Rendered, stack: str) -> None:
     rules = rendered(stack) / "prometheus" / "rules.yaml"
-    result = subprocess.run([tool("promtool"), "check", "rules", "--lint=all", "--lint-fatal", str(rules)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [tool("promtool"), "check", "rules", "--lint=all", "--lint-fatal", str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     expected = sum(len(g["rules"]) for g in rule_groups(stack_settings(stack)))
     assert f"SUCCESS: {expected} rules found" in result.stdout, result.stdout
@@ -59,8 +64,11 @@ def _with_dev_dashboard_links(test: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_promtool_annotations(rendered: Rendered, tmp_path: Path) -> None:
-    test_file = write_test_file(_with_dev_dashboard_links(load_test("annotations.test.yaml")),
-                                rendered("dev") / "prometheus" / "rules.yaml", tmp_path / "annotations.test.yaml")
+    test_file = write_test_file(
+        _with_dev_dashboard_links(load_test("annotations.test.yaml")),
+        rendered("dev") / "prometheus" / "rules.yaml",
+        tmp_path / "annotations.test.yaml",
+    )
     result = run_promtool([test_file])
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-8000:]
 
@@ -97,8 +105,8 @@ def test_every_recording_rule_is_checked_by_value() -> None:
     names = recording_names(rule_groups(stack_settings("dev")))
     regexes = [m.group(1) for e in exprs for m in [re.search(r'__name__=~"([^"]+)"', e)] if m]
     uncovered = [
-        n for n in names
-        if not any(re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", e) for e in exprs)
-        and not any(re.fullmatch(r, n) for r in regexes)
+        n
+        for n in names
+        if not any(re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", e) for e in exprs) and not any(re.fullmatch(r, n) for r in regexes)
     ]
     assert uncovered == []

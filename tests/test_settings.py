@@ -23,7 +23,10 @@ def refuse(overrides: dict[str, object], stack: str = "dev") -> str:
 # (overrides, fragments every one of which the message must contain)
 INVALID = [
     ({"backupSchedule": "every hour"}, ["ipa-ops:backupSchedule", "'every hour'", "5-field cron"]),
-    ({"backupSchedule": "0 */3 * * *"}, ["ipa-ops:backupSchedule", "'0 */3 * * *'", "longest gap between runs (180 min)", "rpoTargetMinutes (60 min)"]),
+    (
+        {"backupSchedule": "0 */3 * * *"},
+        ["ipa-ops:backupSchedule", "'0 */3 * * *'", "longest gap between runs (180 min)", "rpoTargetMinutes (60 min)"],
+    ),
     ({"backupSchedule": "61 * * * *"}, ["ipa-ops:backupSchedule", "'61 * * * *'", "61 is outside 0-59"]),
     ({"backupSchedule": "*/30 * * 13 *"}, ["ipa-ops:backupSchedule", "13 is outside 1-12"]),
     ({"backupSchedule": "*/0 * * * *"}, ["ipa-ops:backupSchedule", "step '0' must be a positive number"]),
@@ -42,7 +45,10 @@ INVALID = [
     ({"minRequestRate": "-1"}, ["ipa-ops:minRequestRate", ">= 0"]),
     ({"claudeDailyBudgetUsd": "lots"}, ["ipa-ops:claudeDailyBudgetUsd", "a number"]),
     ({"claudePricing": {"claude-x": {"input": -1, "output": 1, "cacheRead": 0, "cacheWrite": 0}}}, ["ipa-ops:claudePricing", ">= 0 USD"]),
-    ({"claudePricing": {"claude-x": {"input": 1, "output": 1, "cache_read": 0, "cacheWrite": 0}}}, ["ipa-ops:claudePricing", "unknown field", "cacheRead"]),
+    (
+        {"claudePricing": {"claude-x": {"input": 1, "output": 1, "cache_read": 0, "cacheWrite": 0}}},
+        ["ipa-ops:claudePricing", "unknown field", "cacheRead"],
+    ),
     ({"backupDeadlineMinutes": "45"}, ["ipa-ops:backupSchedule", "backupDeadlineMinutes (45 min)"]),
     ({"backupTimeZone": "Mars/Olympus"}, ["ipa-ops:backupTimeZone", "IANA time zone"]),
     ({"backupFrequentRetentionHours": "24"}, ["ipa-ops:backupFrequentRetentionHours", ">= 48"]),
@@ -168,9 +174,17 @@ def test_stack_files_hold_every_non_secret_setting(stack: str) -> None:
 @pytest.mark.parametrize(
     ("expression", "gap"),
     [
-        ("*/30 * * * *", 30), ("*/15 * * * *", 15), ("0 * * * *", 60), ("5,35 * * * *", 30),
-        ("0 */3 * * *", 180), ("@hourly", 60), ("@daily", 1440), ("0 0 * * 0", 10080),
-        ("*/20 8-17 * * 1-5", 14 * 60 + 20 + 2 * 1440), ("0 0 1 * *", 31 * 1440), ("0 3 * * SUN", 10080),
+        ("*/30 * * * *", 30),
+        ("*/15 * * * *", 15),
+        ("0 * * * *", 60),
+        ("5,35 * * * *", 30),
+        ("0 */3 * * *", 180),
+        ("@hourly", 60),
+        ("@daily", 1440),
+        ("0 0 * * 0", 10080),
+        ("*/20 8-17 * * 1-5", 14 * 60 + 20 + 2 * 1440),
+        ("0 0 1 * *", 31 * 1440),
+        ("0 3 * * SUN", 10080),
     ],
 )
 def test_cron_longest_gap(expression: str, gap: int) -> None:

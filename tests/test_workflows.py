@@ -21,8 +21,12 @@ def test_actionlint() -> None:
 
 
 def test_zizmor_finds_nothing() -> None:
-    result = subprocess.run([str(BIN / "zizmor"), "--offline", "--no-progress", str(REPO_ROOT / ".github" / "workflows")],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BIN / "zizmor"), "--offline", "--no-progress", str(REPO_ROOT / ".github" / "workflows")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No findings" in result.stdout + result.stderr
 

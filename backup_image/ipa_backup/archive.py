@@ -99,7 +99,7 @@ class _Reader:
         if end > len(self.buf):
             raise ArchiveEndsEarlyError(f"archive ends early at byte {self.pos}")
         sign = self.buf[self.pos]
-        value = int.from_bytes(self.buf[self.pos + 1:end], "little")
+        value = int.from_bytes(self.buf[self.pos + 1 : end], "little")
         self.pos = end
         return -value if sign else value
 
@@ -111,7 +111,7 @@ class _Reader:
         end = self.pos + length
         if end > len(self.buf):
             raise ArchiveEndsEarlyError(f"archive ends early at byte {self.pos}")
-        value = bytes(self.buf[self.pos:end]).decode("utf-8", errors="replace")
+        value = bytes(self.buf[self.pos : end]).decode("utf-8", errors="replace")
         self.pos = end
         return value
 
@@ -166,7 +166,7 @@ def read_toc(buf: mmap.mmap | bytes) -> Toc:
         flag = r.byte()
         if flag not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
             raise ArchiveFormatError(f"TOC entry {dump_id} has an unknown offset flag {flag}")
-        offset = int.from_bytes(buf[r.pos:r.pos + off_size], "little")
+        offset = int.from_bytes(buf[r.pos : r.pos + off_size], "little")
         r.pos += off_size
         entries.append(TocEntry(dump_id, flag, flag_pos, offset, desc, tag, namespace, owner, defn, copy_stmt))
     return Toc(version, r.int_size, off_size, compressed, entries, r.pos, database, server_version, dump_version)
@@ -244,7 +244,7 @@ def scan_blocks(buf: mmap.mmap | bytes, toc: Toc) -> dict[int, int]:
             while True:  # chunks of one table or one large object, ended by a zero length
                 if pos + int_size > end:
                     raise ArchiveFormatError(f"archive ends inside the data of dump id {dump_id}")
-                length = int.from_bytes(buf[pos + 1:pos + int_size], "little")
+                length = int.from_bytes(buf[pos + 1 : pos + int_size], "little")
                 pos += int_size
                 if length == 0:
                     break
@@ -277,6 +277,6 @@ def patch_offsets(path: Path) -> int:
                 if pos is None:
                     continue  # no data block (pg_restore then treats it as it did before)
                 field = bytes([OFFSET_SET]) + pos.to_bytes(toc.off_size, "little")
-                buf[entry.offset_pos:entry.offset_pos + len(field)] = field
+                buf[entry.offset_pos : entry.offset_pos + len(field)] = field
                 patched += 1
     return patched

@@ -39,13 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--pg-database", help="target database (default: PGDATABASE)")
     restore.add_argument("--redis-url", help="target Redis (default: REDIS_URL)")
     restore.add_argument("--only", choices=["postgres", "redis"], help="restore one target only")
-    restore.add_argument("--with-globals", action="store_true",
-                         help="PostgreSQL: first create the roles of the set that the server lacks (a new server)")
-    restore.add_argument("--no-owner", action="store_true",
-                         help="PostgreSQL: give every object to the restoring user (a server where it may not act as the owners)")
-    restore.add_argument("--keep-old", action="store_true",
-                         help="with --force: keep the replaced data (PostgreSQL: as <db>__ipa_old_<id>; Redis: in the "
-                              "staging database the log names) instead of dropping it")
+    restore.add_argument(
+        "--with-globals", action="store_true", help="PostgreSQL: first create the roles of the set that the server lacks (a new server)"
+    )
+    restore.add_argument(
+        "--no-owner",
+        action="store_true",
+        help="PostgreSQL: give every object to the restoring user (a server where it may not act as the owners)",
+    )
+    restore.add_argument(
+        "--keep-old",
+        action="store_true",
+        help="with --force: keep the replaced data (PostgreSQL: as <db>__ipa_old_<id>; Redis: in the "
+        "staging database the log names) instead of dropping it",
+    )
     sub.add_parser("drill", help="restore the newest complete set into scratch targets and check it")
     return parser
 
@@ -63,16 +70,23 @@ def _run(args: argparse.Namespace) -> int:
     proc.set_command_timeout(settings.command_timeout)
     if args.command == "backup":
         info, manifest, results = take_backup(settings)
-        print(json.dumps({"set_id": info.set_id, "tier": info.tier, "captured_at": manifest["captured_at"],
-                          "files": manifest["files"]}))
+        print(json.dumps({"set_id": info.set_id, "tier": info.tier, "captured_at": manifest["captured_at"], "files": manifest["files"]}))
         if settings.pushgateway_url:
             metrics.push_backup(settings.pushgateway_url, results)
         return 0
     store = BlobStore(settings)
     if args.command == "list":
         now = datetime.now(UTC)
-        rows: list[dict[str, Any]] = [{"set_id": s.set_id, "tier": s.tier, "complete": s.complete, "size": s.size,
-                 "age_seconds": round((now - s.started_at).total_seconds())} for s in store.list_sets()]
+        rows: list[dict[str, Any]] = [
+            {
+                "set_id": s.set_id,
+                "tier": s.tier,
+                "complete": s.complete,
+                "size": s.size,
+                "age_seconds": round((now - s.started_at).total_seconds()),
+            }
+            for s in store.list_sets()
+        ]
         if args.json:
             print(json.dumps(rows))
         else:
@@ -87,18 +101,28 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"set_id": info.set_id, "verified": True, "files": len(manifest["files"])}))
         return 0
     if args.command == "restore":
-        result = restore_set(settings, args.set, args.force, args.pg_database, args.redis_url, args.only,
-                             no_owner=args.no_owner, with_globals=args.with_globals, keep_old=args.keep_old)
+        result = restore_set(
+            settings,
+            args.set,
+            args.force,
+            args.pg_database,
+            args.redis_url,
+            args.only,
+            no_owner=args.no_owner,
+            with_globals=args.with_globals,
+            keep_old=args.keep_old,
+        )
         print(json.dumps(result))
         return 0
     report = drill(settings)
     print(json.dumps(report))
     if not report["passed"]:
-        raise IntegrityError(f"restore drill of set {report['set_id']} failed: "
-                             + "; ".join(c["name"] + ": " + c["detail"] for c in report["checks"] if not c["passed"]))
+        raise IntegrityError(
+            f"restore drill of set {report['set_id']} failed: "
+            + "; ".join(c["name"] + ": " + c["detail"] for c in report["checks"] if not c["passed"])
+        )
     if settings.pushgateway_url:
-        metrics.push_drill(settings.pushgateway_url, time.time(),
-                           {t: report["durations"][t] for t in ("postgres", "redis")})
+        metrics.push_drill(settings.pushgateway_url, time.time(), {t: report["durations"][t] for t in ("postgres", "redis")})
     return 0
 
 
@@ -142,9 +166,15 @@ def _stopped(command: str, signum: int, ended: list[str], detail: str | None = N
     """Log the signal that stopped the run; its exit code, 128 + the signal number."""
     ended = ended + proc.end_children()  # and anything started while the run unwound
     name = signal.Signals(signum).name
-    log.error(f"stopped by {name}: child processes ended, work dir removed; a backup set being written stays "
-              "incomplete (no manifest)", command=command, signal=name, exit_code=128 + signum, error="Interrupted",
-              ended=ended or None, detail=detail)
+    log.error(
+        f"stopped by {name}: child processes ended, work dir removed; a backup set being written stays incomplete (no manifest)",
+        command=command,
+        signal=name,
+        exit_code=128 + signum,
+        error="Interrupted",
+        ended=ended or None,
+        detail=detail,
+    )
     return 128 + signum
 
 
@@ -173,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stopper.uninstall()
     if stopper.received is not None:
-        log.warning(f"{signal.Signals(stopper.received).name} arrived after the {args.command} had finished",
-                    command=args.command)
+        log.warning(f"{signal.Signals(stopper.received).name} arrived after the {args.command} had finished", command=args.command)
     log.info(f"{args.command} finished", command=args.command, seconds=round(time.monotonic() - started, 2))
     return code
 

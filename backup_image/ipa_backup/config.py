@@ -178,9 +178,7 @@ def load() -> Settings:
     account_url = os.environ.get("BACKUP_BLOB_ACCOUNT_URL") or None
     conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
     if not account_url and not conn:
-        raise ConfigError(
-            "neither BACKUP_BLOB_ACCOUNT_URL (workload identity) nor AZURE_STORAGE_CONNECTION_STRING is set"
-        )
+        raise ConfigError("neither BACKUP_BLOB_ACCOUNT_URL (workload identity) nor AZURE_STORAGE_CONNECTION_STRING is set")
     redis_url = os.environ.get("REDIS_URL") or None
     if redis_url:
         RedisTarget.parse(redis_url)  # fail early on a malformed URL
@@ -190,8 +188,9 @@ def load() -> Settings:
     drill_pg_database = os.environ.get("DRILL_PGDATABASE") or None
     if drill_pg_database and not drill_pg_database.endswith(DRILL_SUFFIX):
         # The drill drops and recreates its scratch database: never one an application may use.
-        raise ConfigError(f"DRILL_PGDATABASE={drill_pg_database!r} must end with {DRILL_SUFFIX!r}: the drill drops and "
-                          "recreates that database")
+        raise ConfigError(
+            f"DRILL_PGDATABASE={drill_pg_database!r} must end with {DRILL_SUFFIX!r}: the drill drops and recreates that database"
+        )
     bin_dir = os.environ.get("PG_BIN_DIR") or None
     return Settings(
         container=container,
@@ -203,8 +202,7 @@ def load() -> Settings:
         compression_level=_int("BACKUP_ZSTD_LEVEL", 1, 1, 19),
         block_size=_int("BACKUP_BLOCK_SIZE_MB", 8, 1, 100) * 1024 * 1024,
         upload_concurrency=_int("BACKUP_UPLOAD_CONCURRENCY", 4, 1, 32),
-        storage_timeout=_float(_first_set("BACKUP_STORAGE_TIMEOUT_SECONDS", "BACKUP_UPLOAD_TIMEOUT_SECONDS"),
-                               15.0, 1.0, 600.0),
+        storage_timeout=_float(_first_set("BACKUP_STORAGE_TIMEOUT_SECONDS", "BACKUP_UPLOAD_TIMEOUT_SECONDS"), 15.0, 1.0, 600.0),
         storage_retries=_int(_first_set("BACKUP_STORAGE_RETRIES", "BACKUP_UPLOAD_RETRIES"), 2, 0, 10),
         restore_jobs=_int("RESTORE_JOBS", max(1, os.cpu_count() or 1), 1, 64),
         progress_interval=_float("BACKUP_PROGRESS_SECONDS", 10.0),

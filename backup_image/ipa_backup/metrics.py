@@ -23,10 +23,10 @@ class MetricsError(BackupError):
 def push_backup(url: str, results: dict[str, tuple[float, float, int]]) -> None:
     """results: target -> (captured_at epoch seconds, duration seconds, stored bytes)."""
     registry = CollectorRegistry()
-    last = Gauge("ipa_backup_last_success_timestamp_seconds",
-                 "Point in time the newest successful backup captured", ["target"], registry=registry)
-    duration = Gauge("ipa_backup_duration_seconds", "Duration of the last successful backup", ["target"],
-                     registry=registry)
+    last = Gauge(
+        "ipa_backup_last_success_timestamp_seconds", "Point in time the newest successful backup captured", ["target"], registry=registry
+    )
+    duration = Gauge("ipa_backup_duration_seconds", "Duration of the last successful backup", ["target"], registry=registry)
     size = Gauge("ipa_backup_size_bytes", "Stored size of the last successful backup", ["target"], registry=registry)
     for target, (captured_at, seconds, stored) in results.items():
         last.labels(target).set(captured_at)
@@ -37,10 +37,10 @@ def push_backup(url: str, results: dict[str, tuple[float, float, int]]) -> None:
 
 def push_drill(url: str, finished_at: float, durations: dict[str, float]) -> None:
     registry = CollectorRegistry()
-    Gauge("ipa_restore_drill_last_success_timestamp_seconds", "Time of the last successful restore drill",
-          registry=registry).set(finished_at)
-    restore = Gauge("ipa_restore_drill_duration_seconds", "Restore duration in the last successful drill", ["target"],
-                    registry=registry)
+    Gauge("ipa_restore_drill_last_success_timestamp_seconds", "Time of the last successful restore drill", registry=registry).set(
+        finished_at
+    )
+    restore = Gauge("ipa_restore_drill_duration_seconds", "Restore duration in the last successful drill", ["target"], registry=registry)
     for target, seconds in durations.items():
         restore.labels(target).set(seconds)
     _push(url, registry)

@@ -59,8 +59,7 @@ def clients(root: Path, bin_dir: Path | None = None) -> Clients:
     """
     if bin_dir is not None:
         major = _program_major(bin_dir / "pg_dump")
-        log.warning("PG_BIN_DIR overrides the choice of PostgreSQL client by server version", bin_dir=str(bin_dir),
-                    major=major)
+        log.warning("PG_BIN_DIR overrides the choice of PostgreSQL client by server version", bin_dir=str(bin_dir), major=major)
         return {major: Client(major, bin_dir)}
     found = {}
     for bin_dir in root.glob("*/bin"):
@@ -68,8 +67,7 @@ def clients(root: Path, bin_dir: Path | None = None) -> Clients:
         if name.isdigit() and all((bin_dir / p).is_file() for p in PROGRAMS):
             found[int(name)] = Client(int(name), bin_dir)
     if not found:
-        raise ConfigError(f"no PostgreSQL client programs ({', '.join(PROGRAMS)}) under {root}/<major>/bin "
-                          "(PG_CLIENTS_ROOT)")
+        raise ConfigError(f"no PostgreSQL client programs ({', '.join(PROGRAMS)}) under {root}/<major>/bin (PG_CLIENTS_ROOT)")
     return found
 
 
@@ -95,8 +93,9 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def query(sql: str, database: str | None = None, error: type[BackupError] = SourceError, *,
-          client: Client, options: str | None = None) -> list[list[str]]:
+def query(
+    sql: str, database: str | None = None, error: type[BackupError] = SourceError, *, client: Client, options: str | None = None
+) -> list[list[str]]:
     """Rows of a query via psql (unaligned, tab-separated); `options` are the session's PGOPTIONS."""
     env = {**CLIENT_ENV}
     if database:
@@ -111,28 +110,26 @@ def query(sql: str, database: str | None = None, error: type[BackupError] = Sour
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def query_json(sql: str, database: str | None = None, error: type[BackupError] = TargetError, *,
-               client: Client) -> Any:
+def query_json(sql: str, database: str | None = None, error: type[BackupError] = TargetError, *, client: Client) -> Any:
     """The one JSON value a query returns (text with tabs or newlines survives)."""
     rows = query(sql, database, error, client=client)
     return json.loads(rows[0][0]) if rows and rows[0] and rows[0][0] else None
 
 
-def execute(sql: str, database: str, error: type[BackupError] = TargetError, *, client: Client,
-            what: str = "") -> None:
+def execute(sql: str, database: str, error: type[BackupError] = TargetError, *, client: Client, what: str = "") -> None:
     """A script in one transaction (psql --single-transaction, ON_ERROR_STOP)."""
     env = {**CLIENT_ENV, "PGDATABASE": database}
     psql = client.program("psql")
-    result = proc.run([psql, "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"], env=env,
-                      stdin=sql.encode(), error=error)
+    result = proc.run(
+        [psql, "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"], env=env, stdin=sql.encode(), error=error
+    )
     if result.returncode != 0:
         raise error(f"{what or 'SQL'} at {libpq_where(database)} failed: {_first_error(result.stderr)}")
 
 
 def server_version(database: str | None, error: type[BackupError], client: Client) -> tuple[str, int]:
     """(version text, major) of the server the libpq environment points at."""
-    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')", database, error,
-                 client=client)
+    rows = query("SELECT current_setting('server_version_num'), current_setting('server_version')", database, error, client=client)
     return rows[0][1], int(rows[0][0]) // 10000
 
 
@@ -175,10 +172,13 @@ def largest_table_share(client: Client) -> float | None:
     None when it can't be told at once: pg_table_size waits for a table another session holds
     exclusively, and a hint is not worth waiting for (pg_dump will wait for that lock anyway)."""
     try:
-        rows = query("SET lock_timeout = '1s'; SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM ("
-                     "SELECT pg_table_size(c.oid) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                     " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                     " AND n.nspname NOT LIKE 'pg_toast%') t", client=client)
+        rows = query(
+            "SET lock_timeout = '1s'; SELECT coalesce(max(s), 0), coalesce(sum(s), 0) FROM ("
+            "SELECT pg_table_size(c.oid) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg_toast%') t",
+            client=client,
+        )
     except SourceError as exc:
         log.warning("the biggest table's share of the data is not recorded: a table is locked", error=str(exc))
         return None
@@ -201,16 +201,18 @@ def dump_globals(client: Client) -> bytes | None:
         message = _first_error(result.stderr)
         if "permission denied" in message:
             return None
-        raise SourceError(f"pg_dumpall --globals-only of {libpq_where()} failed "
-                          f"({proc.describe_exit('pg_dumpall', result.returncode)}): {message}")
+        raise SourceError(
+            f"pg_dumpall --globals-only of {libpq_where()} failed ({proc.describe_exit('pg_dumpall', result.returncode)}): {message}"
+        )
     return result.stdout
 
 
 # --- restore -----------------------------------------------------------------------------------
 
 
-def restore_client(found: Clients, server_major: int, version: str, archive_major: int | None, what: str,
-                   database: str | None = None) -> Client:
+def restore_client(
+    found: Clients, server_major: int, version: str, archive_major: int | None, what: str, database: str | None = None
+) -> Client:
     """pg_restore of exactly the target's major, able to read an archive of `archive_major`."""
     if server_major not in found:
         raise TargetError(
@@ -249,8 +251,9 @@ def user_object_count(database: str, client: Client) -> int:
 
 
 def database_exists(database: str, client: Client) -> bool:
-    rows = query(f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(database)}", "postgres",
-                 error=TargetError, client=client)
+    rows = query(
+        f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(database)}", "postgres", error=TargetError, client=client
+    )
     return rows[0][0] == "1"
 
 
@@ -295,8 +298,7 @@ def archive_input(archive: Path) -> tuple[list[str], Callable[[BinaryIO], None] 
     return [], decompress
 
 
-def restore(archive: Path, database: str, jobs: int, client: Client, session_options: str,
-            no_owner: bool = False) -> None:
+def restore(archive: Path, database: str, jobs: int, client: Client, session_options: str, no_owner: bool = False) -> None:
     """pg_restore --jobs N --exit-on-error into `database`, which holds nothing of the archive yet
     (no --clean: a restore never drops objects). Owners and grants are kept unless `no_owner`.
     `session_options`: the PGOPTIONS of its sessions (settings.restore_pg_options).
@@ -307,16 +309,33 @@ def restore(archive: Path, database: str, jobs: int, client: Client, session_opt
         seekable(archive)
     source, feed = archive_input(archive)
     env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": session_options}
-    argv = [client.program("pg_restore"), f"--jobs={jobs}", "--no-password", "--exit-on-error",
-            *(["--no-owner"] if no_owner else []), f"--dbname={database}", *source]
+    argv = [
+        client.program("pg_restore"),
+        f"--jobs={jobs}",
+        "--no-password",
+        "--exit-on-error",
+        *(["--no-owner"] if no_owner else []),
+        f"--dbname={database}",
+        *source,
+    ]
     started = time.monotonic()
     result = proc.run(argv, env=env, timeout=proc.command_timeout(), error=TargetError, feed=feed)
-    log.info("pg_restore finished", database=database, jobs=jobs, options=env["PGOPTIONS"], pg_restore=argv[0],
-             client_major=client.major, no_owner=no_owner, seconds=round(time.monotonic() - started, 2),
-             exit_status=result.returncode)
+    log.info(
+        "pg_restore finished",
+        database=database,
+        jobs=jobs,
+        options=env["PGOPTIONS"],
+        pg_restore=argv[0],
+        client_major=client.major,
+        no_owner=no_owner,
+        seconds=round(time.monotonic() - started, 2),
+        exit_status=result.returncode,
+    )
     if result.returncode != 0:
-        raise TargetError(f"pg_restore into {libpq_where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
-                          f"{without_row_data(result.stderr)[-2000:]}")
+        raise TargetError(
+            f"pg_restore into {libpq_where(database)} failed ({proc.describe_exit('pg_restore', result.returncode)}): "
+            f"{without_row_data(result.stderr)[-2000:]}"
+        )
 
 
 def without_row_data(stderr: bytes) -> str:
@@ -405,7 +424,7 @@ def sql_tokens(sql: str) -> list[Token]:
         elif c == "$" and (m := _DOLLAR.match(sql, i)):
             close = sql.find(m.group(0), m.end())
             end = n if close < 0 else close + len(m.group(0))
-            tokens.append(Token("string", sql[m.end():close if close >= 0 else n], i, end))
+            tokens.append(Token("string", sql[m.end() : close if close >= 0 else n], i, end))
             i = end
         elif m := _WORD.match(sql, i):
             tokens.append(Token("word", m.group(0), i, m.end()))
@@ -429,12 +448,12 @@ def sql_statements(sql: str) -> list[tuple[str, list[Token]]]:
             depth += 1 if token.text == "(" else -1
         if token.kind == "punct" and token.text == ";" and depth <= 0:
             if current:
-                out.append((sql[current[0].start:token.end], current))
+                out.append((sql[current[0].start : token.end], current))
             current, depth = [], 0
             continue
         current.append(token)
     if current:
-        out.append((sql[current[0].start:current[-1].end], current))
+        out.append((sql[current[0].start : current[-1].end], current))
     return out
 
 
@@ -486,8 +505,7 @@ def parse_copy(line: str) -> CopyTable | None:
 SAMPLE_ROWS = 200
 # The drill's reads: the dump's value rendering, physical order, and an error instead of rows that
 # row-level security would hide.
-READ_OPTIONS = ("-c synchronize_seqscans=off -c extra_float_digits=3 -c datestyle=ISO -c intervalstyle=postgres "
-                "-c row_security=off")
+READ_OPTIONS = "-c synchronize_seqscans=off -c extra_float_digits=3 -c datestyle=ISO -c intervalstyle=postgres -c row_security=off"
 
 
 @dataclass(frozen=True)
@@ -506,8 +524,7 @@ def archive_table_data(archive: Path, client: Client) -> dict[str, TableData]:
     rows = sampled = 0
     sample = hashlib.md5(usedforsecurity=False)
     pending = b""
-    for chunk in proc.stream_stdout(argv, CLIENT_ENV, lambda msg: TargetError(f"reading the archive failed: {msg}"),
-                                    feed=feed):
+    for chunk in proc.stream_stdout(argv, CLIENT_ENV, lambda msg: TargetError(f"reading the archive failed: {msg}"), feed=feed):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
@@ -543,8 +560,11 @@ def restored_sample(database: str, table: CopyTable, client: Client) -> str:
     the columns the archive's COPY holds (generated columns are not in it)."""
     env = {**CLIENT_ENV, "PGDATABASE": database, "PGOPTIONS": READ_OPTIONS}
     select = f"SELECT {table.sql_columns} FROM ONLY {table.sql_name}" if table.columns else f"SELECT FROM ONLY {table.sql_name}"
-    result = proc.run([client.program("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-c",
-                       f"COPY ({select} LIMIT {SAMPLE_ROWS}) TO STDOUT"], env=env, error=TargetError)
+    result = proc.run(
+        [client.program("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-c", f"COPY ({select} LIMIT {SAMPLE_ROWS}) TO STDOUT"],
+        env=env,
+        error=TargetError,
+    )
     if result.returncode != 0:
         raise TargetError(f"reading {table.sql_name} from {database} failed: {_first_error(result.stderr)}")
     return hashlib.md5(result.stdout, usedforsecurity=False).hexdigest()

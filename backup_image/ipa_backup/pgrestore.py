@@ -77,12 +77,19 @@ def check_target(database: str, force: bool, manifest: dict[str, Any], set_id: s
     if target.exists:
         objects = pg.user_object_count(database, target.client)
         if objects and not force:
-            raise TargetError(f"PostgreSQL target database {database!r} is not empty ({objects} objects); "
-                              "restore refuses to overwrite it without --force")
+            raise TargetError(
+                f"PostgreSQL target database {database!r} is not empty ({objects} objects); restore refuses to overwrite it without --force"
+            )
     if target.exists:
         check_swap_rights(target)
-    log.info("postgres target checked", database=database, server_version=target.server_version,
-             pg_restore_major=target.client.major, dump_major=target.dump_major, exists=target.exists)
+    log.info(
+        "postgres target checked",
+        database=database,
+        server_version=target.server_version,
+        pg_restore_major=target.client.major,
+        dump_major=target.dump_major,
+        exists=target.exists,
+    )
     return target
 
 
@@ -93,15 +100,30 @@ def check_swap_rights(target: Target) -> None:
         "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'MEMBER'),"
         " pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') FROM pg_roles r, pg_database d"
         f" WHERE r.rolname = current_user AND d.datname = {quote_literal(target.database)}",
-        "postgres", TargetError, client=target.client)
+        "postgres",
+        TargetError,
+        client=target.client,
+    )
     superuser, createdb, owner, signal = (value == "t" for value in rows[0])
-    missing = [] if superuser else [need for need, has in (("CREATEDB", createdb),
-                                                              (f"membership in the owner of {target.database!r}", owner),
-                                                              ("membership in pg_signal_backend", signal)) if not has]
+    missing = (
+        []
+        if superuser
+        else [
+            need
+            for need, has in (
+                ("CREATEDB", createdb),
+                (f"membership in the owner of {target.database!r}", owner),
+                ("membership in pg_signal_backend", signal),
+            )
+            if not has
+        ]
+    )
     if missing:
-        raise TargetError(f"restoring over the existing database {target.database!r} ends with a swap by rename that "
-                          f"the restoring user may not do: it lacks {', '.join(missing)}; grant them, or restore "
-                          "into a new database with --pg-database and switch the application over")
+        raise TargetError(
+            f"restoring over the existing database {target.database!r} ends with a swap by rename that "
+            f"the restoring user may not do: it lacks {', '.join(missing)}; grant them, or restore "
+            "into a new database with --pg-database and switch the application over"
+        )
 
 
 def read_archive(target: Target, archive: Path) -> archive_format.Toc:
@@ -112,10 +134,10 @@ def read_archive(target: Target, archive: Path) -> archive_format.Toc:
     except archive_format.ArchiveFormatError as exc:
         raise IntegrityError(f"postgres.dump.zst of set {target.set_id} is not an archive this tool can read: {exc}") from exc
     if target.dump_major is not None and dump_major != target.dump_major:
-        raise IntegrityError(f"the archive of set {target.set_id} was written by pg_dump {dump_major}, "
-                             f"but its manifest records pg_dump {target.dump_major}")
-    pg.restore_client(target.clients, target.client.major, target.server_version, dump_major, f"set {target.set_id}",
-                      target.database)
+        raise IntegrityError(
+            f"the archive of set {target.set_id} was written by pg_dump {dump_major}, but its manifest records pg_dump {target.dump_major}"
+        )
+    pg.restore_client(target.clients, target.client.major, target.server_version, dump_major, f"set {target.set_id}", target.database)
     return toc
 
 
@@ -170,7 +192,7 @@ def roles_in_sql(sql: str) -> set[str]:
         for verb, keyword in (("GRANT", "TO"), ("REVOKE", "FROM")):
             if verb not in words:
                 continue
-            rest = words[words.index(verb):]
+            rest = words[words.index(verb) :]
             offset = words.index(verb)
             if keyword in rest:
                 at = offset + rest.index(keyword) + 1
@@ -186,7 +208,8 @@ def roles_in_sql(sql: str) -> set[str]:
 def _database_level(entry: archive_format.TocEntry) -> bool:
     """Entries pg_restore applies only with --create (the tool applies them itself to a new database)."""
     return entry.desc in ("DATABASE", "DATABASE PROPERTIES") or (
-        entry.desc in ("ACL", "COMMENT", "SECURITY LABEL") and entry.tag.startswith("DATABASE "))
+        entry.desc in ("ACL", "COMMENT", "SECURITY LABEL") and entry.tag.startswith("DATABASE ")
+    )
 
 
 def roles_needed(toc: archive_format.Toc, owners: bool, database_level: bool) -> dict[str, str]:
@@ -244,7 +267,7 @@ def plan_globals(text: str, existing: set[str]) -> Globals:
             # GRANTED BY names the source's grantor, who need not exist here: the restoring user grants.
             end = next((t.start for t in tokens if t.is_word("GRANTED")), tokens[-1].end)
             if roles & new and roles <= known:
-                kept.append(sql[tokens[0].start:end].rstrip() + ";")
+                kept.append(sql[tokens[0].start : end].rstrip() + ";")
             elif roles & new:
                 skipped.append(text_)
         else:
@@ -253,17 +276,24 @@ def plan_globals(text: str, existing: set[str]) -> Globals:
 
 
 def _server_roles(client: pg.Client) -> dict[str, Any]:
-    return pg.query_json(
-        "SELECT json_build_object('user', current_user, 'super', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
-        " 'roles', (SELECT json_agg(rolname) FROM pg_roles))", "postgres", client=client) or {}
+    return (
+        pg.query_json(
+            "SELECT json_build_object('user', current_user, 'super', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
+            " 'roles', (SELECT json_agg(rolname) FROM pg_roles))",
+            "postgres",
+            client=client,
+        )
+        or {}
+    )
 
 
 class NotMemberError(TargetError):
     """The restoring user may not give objects to the archive's owners."""
 
 
-def check_roles(target: Target, toc: archive_format.Toc, options: Options, globals_sql: str | None,
-                database_level: bool | None = None) -> Globals | None:
+def check_roles(
+    target: Target, toc: archive_format.Toc, options: Options, globals_sql: str | None, database_level: bool | None = None
+) -> Globals | None:
     """Refuse, before anything is touched, an archive that names roles the target server lacks; with
     --with-globals, plan to create them from the set's globals first. `database_level`: the archive's
     database settings and grants are applied too (default: when the restore creates the database)."""
@@ -274,19 +304,25 @@ def check_roles(target: Target, toc: archive_format.Toc, options: Options, globa
     plan = None
     if options.with_globals:
         if globals_sql is None:
-            raise TargetError(f"set {target.set_id} has no postgres-globals.sql (the source server did not let the backup "
-                              "read its roles, as on a managed server): create the roles by hand, then restore without "
-                              "--with-globals")
+            raise TargetError(
+                f"set {target.set_id} has no postgres-globals.sql (the source server did not let the backup "
+                "read its roles, as on a managed server): create the roles by hand, then restore without "
+                "--with-globals"
+            )
         plan = plan_globals(globals_sql, existing)
     missing = sorted(set(need) - existing - set(plan.creates if plan else []))
     if missing:
         detail = "; ".join(f"{r} ({need[r]})" for r in missing)
         only_owners = all(need[r].startswith("owner of") for r in missing)
-        hint = ("restore with --with-globals to create the set's roles first (a new server)"
-                + (", or with --no-owner to give every object to the restoring user" if only_owners else "")
-                + ", or create them by hand")
-        raise TargetError(f"the PostgreSQL server at {libpq_where(target.database)} lacks {len(missing)} role(s) that set "
-                          f"{target.set_id} needs: {detail}. Nothing was changed: {hint}")
+        hint = (
+            "restore with --with-globals to create the set's roles first (a new server)"
+            + (", or with --no-owner to give every object to the restoring user" if only_owners else "")
+            + ", or create them by hand"
+        )
+        raise TargetError(
+            f"the PostgreSQL server at {libpq_where(target.database)} lacks {len(missing)} role(s) that set "
+            f"{target.set_id} needs: {detail}. Nothing was changed: {hint}"
+        )
     if owners and not server.get("super"):
         check_membership(target, sorted(r for r in need if r in existing), str(server.get("user")))
     return plan
@@ -298,11 +334,19 @@ def check_membership(target: Target, roles: list[str], user: str) -> None:
         return
     privilege = "SET" if target.client.major >= 16 else "MEMBER"
     array = "ARRAY[" + ", ".join(quote_literal(r) for r in roles) + "]::text[]"
-    lacking = pg.query_json(f"SELECT json_agg(r) FROM unnest({array}) r WHERE NOT pg_has_role(current_user, r, '{privilege}')",
-                            "postgres", client=target.client) or []
+    lacking = (
+        pg.query_json(
+            f"SELECT json_agg(r) FROM unnest({array}) r WHERE NOT pg_has_role(current_user, r, '{privilege}')",
+            "postgres",
+            client=target.client,
+        )
+        or []
+    )
     if lacking:
-        raise NotMemberError(f"the restoring user {user} cannot give objects to role(s) {', '.join(lacking)} (it is not a member, "
-                          "as on a managed server). Nothing was changed: restore with --no-owner, or grant it those roles")
+        raise NotMemberError(
+            f"the restoring user {user} cannot give objects to role(s) {', '.join(lacking)} (it is not a member, "
+            "as on a managed server). Nothing was changed: restore with --no-owner, or grant it those roles"
+        )
 
 
 def apply_globals(target: Target, plan: Globals) -> None:
@@ -312,8 +356,11 @@ def apply_globals(target: Target, plan: Globals) -> None:
         log.info("globals: every role of the set exists already")
         return
     pg.execute(plan.script, "postgres", client=target.client, what="creating the set's roles (--with-globals)")
-    log.warning("roles created from the set's globals without passwords (the backup dumps them with --no-role-passwords): "
-                "set each login role's password with ALTER ROLE ... PASSWORD", roles=plan.creates)
+    log.warning(
+        "roles created from the set's globals without passwords (the backup dumps them with --no-role-passwords): "
+        "set each login role's password with ALTER ROLE ... PASSWORD",
+        roles=plan.creates,
+    )
 
 
 def drop_roles(target: Target, roles: list[str]) -> None:
@@ -321,8 +368,12 @@ def drop_roles(target: Target, roles: list[str]) -> None:
     if not roles:
         return
     try:
-        pg.execute("".join(f"DROP ROLE IF EXISTS {quote_ident(r)};\n" for r in roles), "postgres", client=target.client,
-                   what="dropping the roles this restore created")
+        pg.execute(
+            "".join(f"DROP ROLE IF EXISTS {quote_ident(r)};\n" for r in roles),
+            "postgres",
+            client=target.client,
+            what="dropping the roles this restore created",
+        )
     except TargetError as exc:
         log.warning("roles created by the failed restore were not dropped; drop them by hand", roles=roles, error=str(exc))
 
@@ -336,7 +387,7 @@ def _rename_database(sql: str, old: str, new: str) -> str:
     out, last = [], 0
     for before, token in itertools.pairwise(tokens):
         if before.is_word("DATABASE") and token.kind in ("word", "ident") and token.name == old:
-            out.append(sql[last:token.start] + quote_ident(new))
+            out.append(sql[last : token.start] + quote_ident(new))
             last = token.end
     return "".join(out) + sql[last:]
 
@@ -349,7 +400,7 @@ def create_like_archive(database: str, toc: archive_format.Toc, client: pg.Clien
         statements = pg.sql_statements(entry.defn)
         tokens = statements[0][1] if statements else []
         if len(tokens) > 4 and tokens[3].is_word("WITH"):
-            options = entry.defn[tokens[4].start:tokens[-1].end]
+            options = entry.defn[tokens[4].start : tokens[-1].end]
     if owner and entry is not None and entry.owner:
         options += f" OWNER = {quote_ident(entry.owner)}"
     pg.query(f"CREATE DATABASE {quote_ident(database)} WITH {options}", "postgres", TargetError, client=client)
@@ -357,14 +408,23 @@ def create_like_archive(database: str, toc: archive_format.Toc, client: pg.Clien
 
 def apply_archive_database_entries(database: str, toc: archive_format.Toc, client: pg.Client) -> None:
     """The archive's database-level settings, grants and comment (pg_restore gives them only with --create)."""
-    sql = "".join(_rename_database(e.defn, toc.database, database) + "\n" for e in toc.entries
-                  if _database_level(e) and e.desc != "DATABASE" and e.defn)
+    sql = "".join(
+        _rename_database(e.defn, toc.database, database) + "\n"
+        for e in toc.entries
+        if _database_level(e) and e.desc != "DATABASE" and e.defn
+    )
     if sql.strip():
         pg.execute(sql, "postgres", client=client, what=f"applying the archive's database settings to {database}")
 
 
-LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
-                 "shared_preload_libraries", "unix_socket_directories"}
+LIST_SETTINGS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "shared_preload_libraries",
+    "unix_socket_directories",
+}
 
 
 def split_setting_list(value: str) -> list[str]:
@@ -414,7 +474,10 @@ def live_properties(database: str, client: pg.Client) -> dict[str, Any]:
         "   FROM aclexplode(d.datacl) a),"
         " 'settings', (SELECT json_agg(json_build_object('role', CASE WHEN s.setrole = 0 THEN NULL"
         "   ELSE pg_get_userbyid(s.setrole) END, 'config', s.setconfig)) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid))"
-        f" FROM pg_database d WHERE d.datname = {quote_literal(database)}", "postgres", client=client)
+        f" FROM pg_database d WHERE d.datname = {quote_literal(database)}",
+        "postgres",
+        client=client,
+    )
     if not props:
         raise TargetError(f"database {database} disappeared from {libpq_where(database)} during the restore")
     return props
@@ -422,9 +485,11 @@ def live_properties(database: str, client: pg.Client) -> dict[str, Any]:
 
 def create_like_live(database: str, props: dict[str, Any], client: pg.Client, owner: bool) -> None:
     provider = {"c": "libc", "i": "icu", "b": "builtin"}.get(props["provider"], "libc")
-    options = [f"TEMPLATE = template0 ENCODING = {quote_literal(props['encoding'])}",
-               f"LC_COLLATE = {quote_literal(props['collate'])} LC_CTYPE = {quote_literal(props['ctype'])}",
-               f"LOCALE_PROVIDER = {provider}"]
+    options = [
+        f"TEMPLATE = template0 ENCODING = {quote_literal(props['encoding'])}",
+        f"LC_COLLATE = {quote_literal(props['collate'])} LC_CTYPE = {quote_literal(props['ctype'])}",
+        f"LOCALE_PROVIDER = {provider}",
+    ]
     if provider == "icu" and props.get("locale"):
         options.append(f"ICU_LOCALE = {quote_literal(props['locale'])}")
     if provider == "icu" and props.get("icu_rules"):
@@ -457,8 +522,7 @@ def carry_properties(database: str, props: dict[str, Any], client: pg.Client) ->
     if props.get("comment") is not None:
         sql.append(f"COMMENT ON DATABASE {ident} IS {quote_literal(props['comment'])};")
     if sql:
-        pg.execute("\n".join(sql) + "\n", "postgres", client=client,
-                   what=f"giving {database} the live database's settings and grants")
+        pg.execute("\n".join(sql) + "\n", "postgres", client=client, what=f"giving {database} the live database's settings and grants")
 
 
 def side_name(database: str, kind: str, tag: str) -> str:
@@ -477,11 +541,13 @@ def swap(live: str, new: str, old: str, client: pg.Client) -> None:
     (ALTER DATABASE ... ALLOW_CONNECTIONS false would not help inside the transaction: other sessions
     see it only at commit; committed on its own, a crash could leave the live database closed.)
     """
-    sql = (f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_SECONDS}s';\n"
-           f"SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = {quote_literal(live)}"
-           " AND pid <> pg_backend_pid();\n"
-           f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(old)};\n"
-           f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(live)};\n")
+    sql = (
+        f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_SECONDS}s';\n"
+        f"SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = {quote_literal(live)}"
+        " AND pid <> pg_backend_pid();\n"
+        f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(old)};\n"
+        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(live)};\n"
+    )
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         try:
             pg.execute(sql, "postgres", client=client, what=f"swapping {new} in as {live}")
@@ -490,8 +556,7 @@ def swap(live: str, new: str, old: str, client: pg.Client) -> None:
             transient = "being accessed by other users" in str(exc) or "lock timeout" in str(exc)
             if attempt == SWAP_ATTEMPTS or not transient:
                 raise
-            log.warning("swap retried: a session reached the live database meanwhile", database=live, attempt=attempt,
-                        error=str(exc))
+            log.warning("swap retried: a session reached the live database meanwhile", database=live, attempt=attempt, error=str(exc))
             time.sleep(1)
 
 
@@ -513,8 +578,7 @@ def verify_rows(archive: Path, size: int, database: str, client: pg.Client) -> N
     result = pg.compare_with_archive(archive, database, client, samples=False)
     if result.bad_counts:
         raise TargetError(f"the restored database {database} does not match the archive: {'; '.join(result.bad_counts)}")
-    log.info("row counts match the archive", database=database, tables=result.tables,
-             seconds=round(time.monotonic() - started, 2))
+    log.info("row counts match the archive", database=database, tables=result.tables, seconds=round(time.monotonic() - started, 2))
 
 
 # --- the restore -------------------------------------------------------------------------------
@@ -547,15 +611,13 @@ class Prepared:
         if self.committed and self.previous is not None:
             # A later part of the restore failed: the replaced database goes back in place.
             swap(self.target.database, self.previous, self.database, client)
-            log.warning("restored database swapped out again: a later step of the restore failed",
-                        database=self.target.database)
+            log.warning("restored database swapped out again: a later step of the restore failed", database=self.target.database)
         _drop_quietly(self.database, client)
         drop_roles(self.target, self.created_roles)
 
     def finish(self) -> dict[str, Any]:
         """After every part of the restore committed: drop the replaced database, unless --keep-old."""
-        result: dict[str, Any] = {"database": self.target.database,
-                                  "mode": "swapped" if self.previous is not None else "created"}
+        result: dict[str, Any] = {"database": self.target.database, "mode": "swapped" if self.previous is not None else "created"}
         if self.previous is None:
             return result
         if self.options.keep_old:
@@ -563,8 +625,7 @@ class Prepared:
             result["previous_database"] = self.previous
             return result
         try:
-            pg.query(f"DROP DATABASE {quote_ident(self.previous)} WITH (FORCE)", "postgres", TargetError,
-                     client=self.target.client)
+            pg.query(f"DROP DATABASE {quote_ident(self.previous)} WITH (FORCE)", "postgres", TargetError, client=self.target.client)
             log.info("previous database dropped", database=self.previous)
         except TargetError as exc:
             log.warning("previous database not dropped; drop it by hand", database=self.previous, error=str(exc))
@@ -572,8 +633,9 @@ class Prepared:
         return result
 
 
-def prepare(target: Target, toc: archive_format.Toc, archive: Path, archive_bytes: int, globals_plan: Globals | None,
-            options: Options) -> Prepared:
+def prepare(
+    target: Target, toc: archive_format.Toc, archive: Path, archive_bytes: int, globals_plan: Globals | None, options: Options
+) -> Prepared:
     """Restore the set into a database of its own: the target's name when no database has it (created
     like the archive's), else a new one beside the live database, checked and given its properties."""
     client = target.client

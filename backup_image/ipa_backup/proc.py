@@ -139,12 +139,12 @@ def _descendants(root: int) -> dict[int, str]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] == "Z":
             continue
         pid = int(entry.name)
         parent[pid] = int(fields[1])
-        name[pid] = stat[stat.index("(") + 1: stat.rindex(")")]
+        name[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:
@@ -205,17 +205,21 @@ class _Feeder:
             raise self.failures[0]
 
 
-def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0,
-        stdin: bytes | None = None, error: type[BackupError] = BackupError,
-        feed: Callable[[BinaryIO], None] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+    stdin: bytes | None = None,
+    error: type[BackupError] = BackupError,
+    feed: Callable[[BinaryIO], None] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run to completion with captured output; past `timeout` the child is stopped and `error` raised.
     `feed`, when given, writes the child's stdin from a thread (a stream too large for memory)."""
     name = os.path.basename(argv[0])
     feeder = _Feeder(feed) if feed is not None else None
     child_stdin: int = feeder.read_end if feeder else subprocess.PIPE if stdin is not None else subprocess.DEVNULL
     try:
-        child = popen(argv, stdin=child_stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                      env={**os.environ, **(env or {})})
+        child = popen(argv, stdin=child_stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     except OSError as exc:
         if feeder:
             feeder.close()
@@ -259,8 +263,13 @@ def stream_stdout(
     limit = _command_timeout if timeout is None else timeout
     feeder = _Feeder(feed) if feed is not None else None
     try:
-        child = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                      stdin=feeder.read_end if feeder else subprocess.DEVNULL, env={**os.environ, **env})
+        child = popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=feeder.read_end if feeder else subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
     except OSError as exc:
         if feeder:
             feeder.close()

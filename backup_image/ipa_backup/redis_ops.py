@@ -46,9 +46,18 @@ def _no_retry() -> Retry:
 
 
 def client(target: RedisTarget, db: int | None = None, raw: bool = False, timeout: float = 30) -> redis.Redis:
-    conn = redis.Redis(host=target.host, port=target.port, db=target.db if db is None else db,
-                       username=target.username, password=target.password, ssl=target.tls,
-                       socket_timeout=timeout, socket_connect_timeout=10, retry=_no_retry(), protocol=2)
+    conn = redis.Redis(
+        host=target.host,
+        port=target.port,
+        db=target.db if db is None else db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        socket_timeout=timeout,
+        socket_connect_timeout=10,
+        retry=_no_retry(),
+        protocol=2,
+    )
     return _raw(conn) if raw else conn
 
 
@@ -112,9 +121,11 @@ def socket_dir() -> Path:
             return Path(tempfile.mkdtemp(prefix="ipa-r-", dir=base))
         except OSError:
             continue
-    raise TargetError(f"no directory for the temporary redis-server's unix socket: TMPDIR ({tempfile.gettempdir()}) "
-                      f"is too long for a socket path (at most {SOCKET_PATH_MAX} bytes) and /tmp is not writable; "
-                      "set TMPDIR to a short writable directory")
+    raise TargetError(
+        f"no directory for the temporary redis-server's unix socket: TMPDIR ({tempfile.gettempdir()}) "
+        f"is too long for a socket path (at most {SOCKET_PATH_MAX} bytes) and /tmp is not writable; "
+        "set TMPDIR to a short writable directory"
+    )
 
 
 def manifest_layout(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -161,11 +172,11 @@ def loaded_rdb(rdb: Path, databases: int = 16) -> Iterator[redis.Redis]:
                 break
             if "configured to handle more than" in tail and databases < 1 << 24:
                 databases *= 16
-                log.info("the RDB holds more databases than the temporary redis-server had; starting it again",
-                         databases=databases)
+                log.info("the RDB holds more databases than the temporary redis-server had; starting it again", databases=databases)
                 continue
-            raise TargetError(f"temporary redis-server could not load the RDB "
-                              f"({proc.describe_exit('redis-server', server.returncode)}): {tail}")
+            raise TargetError(
+                f"temporary redis-server could not load the RDB ({proc.describe_exit('redis-server', server.returncode)}): {tail}"
+            )
         yield redis.Redis(unix_socket_path=str(sock), socket_timeout=300, retry=_no_retry(), protocol=2)
     finally:
         if server is not None:
@@ -175,9 +186,29 @@ def loaded_rdb(rdb: Path, databases: int = 16) -> Iterator[redis.Redis]:
 
 
 def _start_helper(binary: str, work: Path, sock: Path, databases: int) -> subprocess.Popen[bytes]:
-    argv = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700", "--dir", str(work),
-            "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--databases", str(databases),
-            "--daemonize", "no", "--logfile", str(work / "redis.log")]
+    argv = [
+        binary,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(work),
+        "--dbfilename",
+        "dump.rdb",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--databases",
+        str(databases),
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(work / "redis.log"),
+    ]
     return proc.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -262,8 +293,10 @@ def version_of(text: str) -> tuple[int, int, int]:
 def require_supported(text: str, where: str) -> tuple[int, int, int]:
     version = version_of(text)
     if version[:2] < MIN_VERSION:
-        raise TargetError(f"Redis at {where} runs {text}; the restore supports Redis "
-                          f"{MIN_VERSION[0]}.{MIN_VERSION[1]} and newer: upgrade the target first")
+        raise TargetError(
+            f"Redis at {where} runs {text}; the restore supports Redis "
+            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} and newer: upgrade the target first"
+        )
     return version
 
 
@@ -299,9 +332,11 @@ def check_target(target: RedisTarget) -> tuple[int, int, int]:
     except redis.RedisError as exc:
         raise TargetError(f"Redis at {_where(target)} failed: {exc}") from exc
     if cluster == 1:
-        raise TargetError(f"Redis at {_where(target)} runs in cluster mode: the restore writes through one "
-                          "connection and keeps database numbers, which a cluster does not have; restore into a "
-                          "non-clustered Redis (or a cluster's single-shard endpoint) instead")
+        raise TargetError(
+            f"Redis at {_where(target)} runs in cluster mode: the restore writes through one "
+            "connection and keeps database numbers, which a cluster does not have; restore into a "
+            "non-clustered Redis (or a cluster's single-shard endpoint) instead"
+        )
     return version
 
 
@@ -313,14 +348,17 @@ def plan_target(target: RedisTarget, dbs: dict[int, int], force: bool) -> Plan:
     try:
         count = database_count(conn)
         if dbs and max(dbs) >= count:
-            raise TargetError(f"Redis at {_where(target)} has {count} databases, but the set holds database "
-                              f"{max(dbs)}: configure the target with `databases {max(dbs) + 1}` or more")
+            raise TargetError(
+                f"Redis at {_where(target)} has {count} databases, but the set holds database "
+                f"{max(dbs)}: configure the target with `databases {max(dbs) + 1}` or more"
+            )
         live = keyspace(conn)
         busy = [db for db in sorted(dbs) if live.get(db)]
         if busy and not force:
             db = busy[0]
-            raise TargetError(f"Redis target {_where(target, db)} is not empty ({live[db]} keys); "
-                              "restore refuses to overwrite it without --force")
+            raise TargetError(
+                f"Redis target {_where(target, db)} is not empty ({live[db]} keys); restore refuses to overwrite it without --force"
+            )
         plan = Plan(version, dict(dbs))
         if busy:
             free = [db for db in range(count - 1, -1, -1) if db not in dbs and not live.get(db)]
@@ -328,7 +366,8 @@ def plan_target(target: RedisTarget, dbs: dict[int, int], force: bool) -> Plan:
                 raise TargetError(
                     f"--force into the non-empty database(s) {busy} of Redis at {_where(target)} needs as many empty "
                     f"databases to stage the restore in, but only {len(free)} of its {count} are empty and unused by "
-                    "the set: empty one, raise `databases`, or flush the target yourself and restore without --force")
+                    "the set: empty one, raise `databases`, or flush the target yourself and restore without --force"
+                )
             plan.staging = dict(zip(busy, free, strict=False))
             _probe_swapdb(target, free[0])
         return plan
@@ -343,7 +382,8 @@ def _probe_swapdb(target: RedisTarget, empty_db: int) -> None:
         raise TargetError(
             f"--force needs SWAPDB on Redis at {_where(target)}, which refused it ({exc}): a non-empty database is "
             "replaced only by swapping in a complete copy. Allow SWAPDB for this user (ACL +swapdb) or stop renaming "
-            "it, or flush the target database yourself and restore without --force") from exc
+            "it, or flush the target database yourself and restore without --force"
+        ) from exc
 
 
 def check_contents(helper: redis.Redis, target: RedisTarget, plan: Plan) -> None:
@@ -367,11 +407,13 @@ def check_contents(helper: redis.Redis, target: RedisTarget, plan: Plan) -> None
         raise TargetError(
             f"Redis at {_where(target)} uses {used / 1e6:.0f} MB of its maxmemory {limit / 1e6:.0f} MB, and the set "
             f"needs about {need / 1e6:.0f} MB more (replaced data stays until the restored copy is swapped in): "
-            "raise maxmemory or free memory first; nothing was written")
+            "raise maxmemory or free memory first; nothing was written"
+        )
 
 
-def _check_types(helper: redis.Redis, target: RedisTarget, plan: Plan, helper_version: tuple[int, int, int],
-                 field_ttls: dict[int, int]) -> None:
+def _check_types(
+    helper: redis.Redis, target: RedisTarget, plan: Plan, helper_version: tuple[int, int, int], field_ttls: dict[int, int]
+) -> None:
     """Keys that native commands can't rebuild on this target go by RESTORE, if the target reads the payload."""
     foreign: list[str] = []
     for db in sorted(plan.dbs):
@@ -386,7 +428,8 @@ def _check_types(helper: redis.Redis, target: RedisTarget, plan: Plan, helper_ve
             f"Redis at {_where(target)} runs {'.'.join(map(str, plan.version))}, which cannot rebuild "
             f"{'; '.join(foreign)} with its own commands, nor read their DUMP payloads (RDB version {payload} from "
             f"Redis {helper_version[0]}.{helper_version[1]}; it reads up to {readable}). Nothing was written: restore "
-            f"into Redis {helper_version[0]}.{helper_version[1]} or newer")
+            f"into Redis {helper_version[0]}.{helper_version[1]} or newer"
+        )
 
 
 def _helper_db(helper: redis.Redis, db: int) -> redis.Redis:
@@ -426,9 +469,14 @@ def plan_restore(helper: redis.Redis, target: RedisTarget, force: bool) -> Plan:
     counts = keyspace(helper)
     plan = plan_target(target, counts, force)
     check_contents(helper, target, plan)
-    log.info("redis restore plan", target=_where(target), target_version=".".join(map(str, plan.version)),
-             databases=sorted(counts), staging={str(k): v for k, v in plan.staging.items()},
-             method="DUMP/RESTORE" if plan.dump else "native commands")
+    log.info(
+        "redis restore plan",
+        target=_where(target),
+        target_version=".".join(map(str, plan.version)),
+        databases=sorted(counts),
+        staging={str(k): v for k, v in plan.staging.items()},
+        method="DUMP/RESTORE" if plan.dump else "native commands",
+    )
     return plan
 
 
@@ -462,8 +510,9 @@ class Prepared:
             try:
                 client(self.target, old).execute_command("FLUSHDB", "ASYNC")
             except redis.RedisError as exc:
-                log.warning(f"the replaced data of db {db} is left in db {old}: flushing it failed: {_first_line(exc)}",
-                            target=_where(self.target))
+                log.warning(
+                    f"the replaced data of db {db} is left in db {old}: flushing it failed: {_first_line(exc)}", target=_where(self.target)
+                )
         return self.copied
 
 
@@ -478,8 +527,10 @@ def prepare(helper: redis.Redis, target: RedisTarget, plan: Plan, keep_old: bool
             dst = client(target, dest, raw=True, timeout=300)
             try:
                 if int(dst.execute_command("DBSIZE")):
-                    raise TargetError(f"restoring Redis {where} failed: db {dest} received keys from another client "
-                                      "since the checks; nothing of it was changed")
+                    raise TargetError(
+                        f"restoring Redis {where} failed: db {dest} received keys from another client "
+                        "since the checks; nothing of it was changed"
+                    )
                 prepared.written.append(dest)
                 copier = _Copier(_helper_db(helper, db), dst, plan, db, where, batch_bytes)
                 copier.run()
@@ -487,16 +538,21 @@ def prepare(helper: redis.Redis, target: RedisTarget, plan: Plan, keep_old: bool
             except redis.RedisError as exc:
                 raise TargetError(f"restoring Redis {where} failed: {type(exc).__name__}: {_first_line(exc)}") from None
             prepared.copied[db] = copier.keys
-            log.info("redis database restored", db=db, staged_in=dest if dest != db else None, keys=copier.keys,
-                     bytes=copier.bytes, seconds=round(time.monotonic() - copier.started, 2))
+            log.info(
+                "redis database restored",
+                db=db,
+                staged_in=dest if dest != db else None,
+                keys=copier.keys,
+                bytes=copier.bytes,
+                seconds=round(time.monotonic() - copier.started, 2),
+            )
     except BaseException:
         prepared.abandon()
         raise
     return prepared
 
 
-def restore_loaded(helper: redis.Redis, target: RedisTarget, force: bool, keep_old: bool,
-                   batch_bytes: int) -> dict[int, int]:
+def restore_loaded(helper: redis.Redis, target: RedisTarget, force: bool, keep_old: bool, batch_bytes: int) -> dict[int, int]:
     """Plan, copy and put in place at once (a restore of Redis alone, or the drill's); returns keys per database."""
     prepared = prepare(helper, target, plan_restore(helper, target, force), keep_old, batch_bytes)
     try:
@@ -518,11 +574,12 @@ def _swap(target: RedisTarget, staging: dict[int, int], prepared: Prepared) -> N
     except redis.ConnectionError as exc:
         # The reply was lost: the swap may have happened. Keep every database as it is now.
         prepared.swapped = True
-        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)}: no reply "
-                          f"({_first_line(exc)}); check which of the databases {staging} hold the restored data") from exc
+        raise TargetError(
+            f"swapping the restored copies into place on Redis at {_where(target)}: no reply "
+            f"({_first_line(exc)}); check which of the databases {staging} hold the restored data"
+        ) from exc
     except redis.RedisError as exc:
-        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)} failed: "
-                          f"{_first_line(exc)}") from exc
+        raise TargetError(f"swapping the restored copies into place on Redis at {_where(target)} failed: {_first_line(exc)}") from exc
     log.info("restored copies swapped in", target=_where(target), swapped={str(k): v for k, v in staging.items()})
 
 
@@ -533,8 +590,11 @@ def discard(target: RedisTarget, written: Sequence[int], why: str = "partial res
             client(target, db).execute_command("FLUSHDB", "ASYNC")
             log.info(why, db=db, target=_where(target))
         except redis.RedisError as exc:
-            log.error(f"db {db} of Redis at {_where(target)} holds a partial restore and flushing it failed ({exc}): "
-                      "run FLUSHDB on that database", db=db)
+            log.error(
+                f"db {db} of Redis at {_where(target)} holds a partial restore and flushing it failed ({exc}): "
+                "run FLUSHDB on that database",
+                db=db,
+            )
 
 
 @dataclass
@@ -610,8 +670,10 @@ class _Copier:
             raise TargetError(f"restoring Redis {self.where} failed: {type(exc).__name__}: {_first_line(exc)}") from None
         for reply, item in zip(replies, owners, strict=True):
             if isinstance(reply, Exception):
-                raise TargetError(f"restoring Redis {self.where} failed at {label(item.key)} (type {item.kind}): "
-                                  f"{type(reply).__name__}: {_first_line(reply)}") from None
+                raise TargetError(
+                    f"restoring Redis {self.where} failed at {label(item.key)} (type {item.kind}): "
+                    f"{type(reply).__name__}: {_first_line(reply)}"
+                ) from None
 
     def _read(self, pipe: Any) -> list[Any]:
         try:
@@ -742,8 +804,13 @@ class _Copier:
             if not pending:
                 return
             # FORCE JUSTID puts each entry in the consumer's pending list as it was, without delivering it.
-            self._one(item, *[("XCLAIM", key, name, consumer, 0, entry_id, "IDLE", idle, "RETRYCOUNT", deliveries,
-                               "FORCE", "JUSTID") for entry_id, consumer, idle, deliveries in pending])
+            self._one(
+                item,
+                *[
+                    ("XCLAIM", key, name, consumer, 0, entry_id, "IDLE", idle, "RETRYCOUNT", deliveries, "FORCE", "JUSTID")
+                    for entry_id, consumer, idle, deliveries in pending
+                ],
+            )
             start = b"(" + pending[-1][0]
 
     def verify(self) -> None:
@@ -752,13 +819,19 @@ class _Copier:
         now = time.time() * 1000 + 1000
         expired = sum(1 for at in self.expiries if at <= now)
         if abs(have - want) > expired:
-            raise TargetError(f"restoring Redis {self.where} failed: the target database holds {have} keys after "
-                              f"the copy, the backup {want}")
+            raise TargetError(
+                f"restoring Redis {self.where} failed: the target database holds {have} keys after the copy, the backup {want}"
+            )
 
 
 def _read_whole(kind: str, key: bytes) -> tuple[Any, ...]:
-    return {"string": ("GET", key), "hash": ("HGETALL", key), "list": ("LRANGE", key, 0, -1),
-            "set": ("SMEMBERS", key), "zset": ("ZRANGE", key, 0, -1, "WITHSCORES")}[kind]
+    return {
+        "string": ("GET", key),
+        "hash": ("HGETALL", key),
+        "list": ("LRANGE", key, 0, -1),
+        "set": ("SMEMBERS", key),
+        "zset": ("ZRANGE", key, 0, -1, "WITHSCORES"),
+    }[kind]
 
 
 _LENGTH = {"hash": "HLEN", "list": "LLEN", "set": "SCARD", "zset": "ZCARD"}
@@ -814,9 +887,14 @@ def drill_checks(helper: redis.Redis, target: RedisTarget, dbs: Sequence[int]) -
     got = {db: int(client(target, db).dbsize()) for db in dbs}
     want = {db: int(_helper_db(helper, db).execute_command("DBSIZE")) for db in dbs}
     compared, problems = sample_mismatches(helper, target, dbs)
-    return [{"name": "redis key counts", "passed": got == want, "detail": f"restored {got}, backup has {want}"},
-            {"name": "redis content sample", "passed": not problems,
-             "detail": "; ".join(problems[:20]) or f"type and value of {compared} sampled keys in {len(dbs)} database(s) match"}]
+    return [
+        {"name": "redis key counts", "passed": got == want, "detail": f"restored {got}, backup has {want}"},
+        {
+            "name": "redis content sample",
+            "passed": not problems,
+            "detail": "; ".join(problems[:20]) or f"type and value of {compared} sampled keys in {len(dbs)} database(s) match",
+        },
+    ]
 
 
 def sample_mismatches(helper: redis.Redis, target: RedisTarget, dbs: Iterable[int], per_db: int = SAMPLE_KEYS) -> tuple[int, list[str]]:
@@ -867,7 +945,7 @@ def fingerprint(conn: redis.Redis, key: bytes) -> tuple[str, bool, str] | None:
             cursor, values = conn.execute_command(_SCAN_COMMAND[kind], key, cursor, "COUNT", 1000)
             step = 2 if kind == "hash" else 1
             for i in range(0, len(values), step):
-                add(*values[i:i + step])
+                add(*values[i : i + step])
             if int(cursor) == 0:
                 break
     elif kind in ("list", "zset"):

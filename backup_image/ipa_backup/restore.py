@@ -23,8 +23,9 @@ def workdir(settings: Settings) -> Path:
     return Path(tempfile.mkdtemp(prefix="ipa-backup-", dir=settings.work_dir))
 
 
-def check_targets(settings: Settings, database: str | None, redis_target: RedisTarget | None, force: bool,
-                  manifest: dict[str, Any], set_id: str) -> pgrestore.Target | None:
+def check_targets(
+    settings: Settings, database: str | None, redis_target: RedisTarget | None, force: bool, manifest: dict[str, Any], set_id: str
+) -> pgrestore.Target | None:
     """Refuse targets the image's clients can't serve, and non-empty ones unless forced; reads only."""
     pg_plan = None
     if database:
@@ -41,9 +42,17 @@ def check_targets(settings: Settings, database: str | None, redis_target: RedisT
     return pg_plan
 
 
-def restore_set(settings: Settings, set_id: str | None, force: bool, database: str | None,
-                redis_url: str | None, only: str | None, no_owner: bool = False, with_globals: bool = False,
-                keep_old: bool = False) -> dict[str, Any]:
+def restore_set(
+    settings: Settings,
+    set_id: str | None,
+    force: bool,
+    database: str | None,
+    redis_url: str | None,
+    only: str | None,
+    no_owner: bool = False,
+    with_globals: bool = False,
+    keep_old: bool = False,
+) -> dict[str, Any]:
     database = database or settings.pg_database
     redis_url = redis_url or settings.redis_url
     if only != "redis" and not database:
@@ -65,19 +74,16 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
     try:
         with ExitStack() as stack:
             started = time.monotonic()
-            streamed = frozenset({"postgres.dump.zst"}) if pg_plan and pgrestore.streams(manifest, settings.restore_jobs) \
-                else frozenset()
+            streamed = frozenset({"postgres.dump.zst"}) if pg_plan and pgrestore.streams(manifest, settings.restore_jobs) else frozenset()
             # Every checksum before any target is touched.
             manifest, paths = fetch_verified(store, info, work, manifest=manifest, keep_compressed=streamed)
             durations["download_verify"] = time.monotonic() - started
             # Every check of every target before any of them is touched.
             if pg_plan is not None:
                 archive = paths["postgres.dump.zst"]
-                archive_bytes = next(int(f.get("raw_size") or f["size"]) for f in manifest["files"]
-                                     if f["name"] == "postgres.dump.zst")
+                archive_bytes = next(int(f.get("raw_size") or f["size"]) for f in manifest["files"] if f["name"] == "postgres.dump.zst")
                 toc = pgrestore.read_archive(pg_plan, archive)
-                options = pgrestore.Options(settings.restore_jobs, settings.restore_pg_options, no_owner, with_globals,
-                                            keep_old)
+                options = pgrestore.Options(settings.restore_jobs, settings.restore_pg_options, no_owner, with_globals, keep_old)
                 globals_path = paths.get("postgres-globals.sql.zst")
                 globals_sql = globals_path.read_text(encoding="utf-8") if with_globals and globals_path else None
                 globals_plan = pgrestore.check_roles(pg_plan, toc, options, globals_sql)
@@ -106,12 +112,15 @@ def restore_set(settings: Settings, set_id: str | None, force: bool, database: s
             for part in parts:
                 if isinstance(part, pgrestore.Prepared):
                     summary["postgres"] = part.finish()
-                    log.info("postgres restored", set_id=info.set_id, database=pg_target,
-                             seconds=round(durations["postgres"], 2))
+                    log.info("postgres restored", set_id=info.set_id, database=pg_target, seconds=round(durations["postgres"], 2))
                 else:
                     part.finish()
-                    log.info("redis restored", set_id=info.set_id, target=f"{redis_target.host}:{redis_target.port}"
-                             if redis_target else "", seconds=round(durations["redis"], 2))
+                    log.info(
+                        "redis restored",
+                        set_id=info.set_id,
+                        target=f"{redis_target.host}:{redis_target.port}" if redis_target else "",
+                        seconds=round(durations["redis"], 2),
+                    )
         phases = {k: round(v, 2) for k, v in durations.items()}
         log.info("restore phases", set_id=info.set_id, seconds=phases)  # where the time went
         return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "durations": phases, **summary}
@@ -134,11 +143,9 @@ def scratch_redis(databases: int = 16) -> Iterator[RedisTarget]:
     password = secrets.token_hex(16)
     work = Path(tempfile.mkdtemp(prefix="ipa-backup-scratch-redis-"))
     conf = work / "redis.conf"
-    conf.write_text(f'bind 127.0.0.1\nport {port}\ndir {work}\nsave ""\nappendonly no\ndatabases {databases}\n'
-                    f"requirepass {password}\n")
+    conf.write_text(f'bind 127.0.0.1\nport {port}\ndir {work}\nsave ""\nappendonly no\ndatabases {databases}\nrequirepass {password}\n')
     conf.chmod(0o600)
-    server = proc.popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
+    server = proc.popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = RedisTarget("127.0.0.1", port, 0, None, password, False)
     try:
         deadline = time.monotonic() + 30
@@ -178,21 +185,36 @@ def drill(settings: Settings) -> dict[str, Any]:
         # PostgreSQL into a scratch database the drill owns.
         started = time.monotonic()
         archive = paths["postgres.dump.zst"]
-        pgrestore.drill_restore(pg_plan, pgrestore.read_archive(pg_plan, archive), archive,
-                                pgrestore.Options(settings.restore_jobs, settings.restore_pg_options))
+        pgrestore.drill_restore(
+            pg_plan,
+            pgrestore.read_archive(pg_plan, archive),
+            archive,
+            pgrestore.Options(settings.restore_jobs, settings.restore_pg_options),
+        )
         durations["postgres"] = time.monotonic() - started
         compared = pg.compare_with_archive(archive, scratch_db, pg_plan.client)
-        checks.append({"name": "postgres row counts", "passed": not compared.bad_counts,
-                       "detail": "; ".join(compared.bad_counts) or f"{compared.tables} tables match the archive"})
-        checks.append({"name": "postgres checksum sample", "passed": not compared.bad_samples,
-                       "detail": ", ".join(compared.bad_samples)
-                       or f"first {pg.SAMPLE_ROWS} rows of {compared.tables} tables match"})
+        checks.append(
+            {
+                "name": "postgres row counts",
+                "passed": not compared.bad_counts,
+                "detail": "; ".join(compared.bad_counts) or f"{compared.tables} tables match the archive",
+            }
+        )
+        checks.append(
+            {
+                "name": "postgres checksum sample",
+                "passed": not compared.bad_samples,
+                "detail": ", ".join(compared.bad_samples) or f"first {pg.SAMPLE_ROWS} rows of {compared.tables} tables match",
+            }
+        )
         # Redis into a scratch instance, or into DRILL_REDIS_URL's server, whose databases of the set must be empty.
         started = time.monotonic()
         drill_url = settings.drill_redis_url
         databases = redis_ops.helper_databases(redis_ops.manifest_layout(manifest))
-        with redis_ops.loaded_rdb(paths["redis.rdb.zst"], databases) as loaded, \
-                _redis_scratch(drill_url, redis_ops.database_count(loaded)) as target:
+        with (
+            redis_ops.loaded_rdb(paths["redis.rdb.zst"], databases) as loaded,
+            _redis_scratch(drill_url, redis_ops.database_count(loaded)) as target,
+        ):
             copied = redis_ops.restore_loaded(loaded, target, False, False, settings.redis_batch_bytes)
             durations["redis"] = time.monotonic() - started
             try:
@@ -203,9 +225,14 @@ def drill(settings: Settings) -> dict[str, Any]:
         passed = all(c["passed"] for c in checks)
         if not settings.drill_keep:
             pg.drop_database(scratch_db, pg_plan.client)
-        return {"set_id": info.set_id, "captured_at": manifest.get("captured_at"), "passed": passed,
-                "checks": checks, "durations": {k: round(v, 3) for k, v in durations.items()},
-                "total_seconds": round(time.monotonic() - started_all, 3)}
+        return {
+            "set_id": info.set_id,
+            "captured_at": manifest.get("captured_at"),
+            "passed": passed,
+            "checks": checks,
+            "durations": {k: round(v, 3) for k, v in durations.items()},
+            "total_seconds": round(time.monotonic() - started_all, 3),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -74,16 +74,21 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     # Millisecond time first, so that names sort by time; a random tail keeps concurrent runs apart.
     set_id = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
     info = SetInfo(set_id, choose_tier(store.list_sets(), now))
-    log.info("backup started", set_id=info.set_id, tier=info.tier, database=settings.pg_database,
-             redis=target.redacted())
+    log.info("backup started", set_id=info.set_id, tier=info.tier, database=settings.pg_database, redis=target.redacted())
     files: list[dict[str, Any]] = []
     results: dict[str, tuple[float, float, int]] = {}
 
     def upload(name: str, target_name: str, stream: Iterator[bytes]) -> dict[str, Any]:
         counter = _Counter()
         size, sha = store.upload_stream(info.prefix + name, compress(stream, settings.compression_level, counter))
-        entry = {"name": name, "target": target_name, "size": size, "sha256": sha, "raw_size": counter.raw,
-                 "compression": f"zstd:{settings.compression_level}"}
+        entry = {
+            "name": name,
+            "target": target_name,
+            "size": size,
+            "sha256": sha,
+            "raw_size": counter.raw,
+            "compression": f"zstd:{settings.compression_level}",
+        }
         files.append(entry)
         return entry
 
@@ -108,36 +113,50 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         "captured_at": datetime.fromtimestamp(captured, UTC).isoformat(),
         "captured_at_epoch": captured,
         "targets": {
-            "postgres": {"captured_at_epoch": captured, "database": settings.pg_database,
-                         "server_version": source.server_version, "client_major": source.client.major,
-                         "largest_table_share": table_share, "duration_seconds": round(results["postgres"][1], 3)},
-            "redis": {"captured_at_epoch": captured_redis, "server_version": redis_version,
-                      "keyspace": layout["keyspace"], "databases": layout["databases"],
-                      "duration_seconds": round(results["redis"][1], 3)},
+            "postgres": {
+                "captured_at_epoch": captured,
+                "database": settings.pg_database,
+                "server_version": source.server_version,
+                "client_major": source.client.major,
+                "largest_table_share": table_share,
+                "duration_seconds": round(results["postgres"][1], 3),
+            },
+            "redis": {
+                "captured_at_epoch": captured_redis,
+                "server_version": redis_version,
+                "keyspace": layout["keyspace"],
+                "databases": layout["databases"],
+                "duration_seconds": round(results["redis"][1], 3),
+            },
         },
         "files": files,
         "tool": {"name": "ipa-backup", "version": __version__},
     }
     store.write_manifest(info, manifest)  # last: only now is the set complete
     info.files = {f["name"]: f["size"] for f in files} | {"manifest.json": 1}
-    log.info("backup complete", set_id=info.set_id, tier=info.tier,
-             bytes=sum(f["size"] for f in files), raw_bytes=sum(f["raw_size"] for f in files))
+    log.info(
+        "backup complete",
+        set_id=info.set_id,
+        tier=info.tier,
+        bytes=sum(f["size"] for f in files),
+        raw_bytes=sum(f["raw_size"] for f in files),
+    )
     return info, manifest, results
 
 
 SPACE_MARGIN = 1.05  # file system overhead and the work files pg_restore and redis-server add
 
 
-def check_space(workdir: Path, entries: list[dict[str, Any]], set_id: str,
-                keep_compressed: frozenset[str] = frozenset()) -> None:
+def check_space(workdir: Path, entries: list[dict[str, Any]], set_id: str, keep_compressed: frozenset[str] = frozenset()) -> None:
     """Refuse before the first download when the work dir can't hold the set as it will be staged: a
     production-sized restore then fails in a second, not after downloading for an hour."""
-    needed = int(sum(int(e["size"] if e["name"] in keep_compressed else e.get("raw_size") or e["size"])
-                     for e in entries) * SPACE_MARGIN)
+    needed = int(sum(int(e["size"] if e["name"] in keep_compressed else e.get("raw_size") or e["size"]) for e in entries) * SPACE_MARGIN)
     free = shutil.disk_usage(workdir).free
     if needed > free:
-        raise ConfigError(f"BACKUP_WORK_DIR {workdir.parent} has {free / 1e6:.0f} MB free, but set {set_id} needs "
-                          f"about {needed / 1e6:.0f} MB there uncompressed: give the restore a larger work volume")
+        raise ConfigError(
+            f"BACKUP_WORK_DIR {workdir.parent} has {free / 1e6:.0f} MB free, but set {set_id} needs "
+            f"about {needed / 1e6:.0f} MB there uncompressed: give the restore a larger work volume"
+        )
 
 
 @contextmanager
@@ -147,8 +166,7 @@ def _disk_errors(path: Path) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        raise ConfigError(f"writing {path} failed: {exc.strerror}: give the restore a larger work volume "
-                          "(BACKUP_WORK_DIR)") from exc
+        raise ConfigError(f"writing {path} failed: {exc.strerror}: give the restore a larger work volume (BACKUP_WORK_DIR)") from exc
 
 
 REQUIRED_FILES = ("postgres.dump.zst", "redis.rdb.zst")  # postgres-globals.sql.zst is optional
@@ -176,8 +194,9 @@ def check_manifest(info: SetInfo, manifest: dict[str, Any]) -> list[dict[str, An
     manifest, so a bad set is refused before any download. Returns the file entries."""
     where = f"manifest of set {info.tier}/{info.set_id}"
     if manifest.get("set_id") != info.set_id:
-        raise IntegrityError(f"{where} belongs to set {manifest.get('set_id')!r}: a set copied or moved into "
-                             "another set's folder is refused")
+        raise IntegrityError(
+            f"{where} belongs to set {manifest.get('set_id')!r}: a set copied or moved into another set's folder is refused"
+        )
     if manifest.get("tier") != info.tier:
         raise IntegrityError(f"{where} says tier {manifest.get('tier')!r}, but the set is stored under {info.tier}/")
     entries = manifest.get("files")
@@ -199,12 +218,13 @@ def check_manifest(info: SetInfo, manifest: dict[str, Any]) -> list[dict[str, An
         raise IntegrityError(f"{where} lists {', '.join(absent)}, missing from the set's folder")
     unlisted = sorted(stored - set(names))
     if unlisted:
-        raise IntegrityError(f"the folder of set {info.tier}/{info.set_id} holds {', '.join(unlisted)}, "
-                             "which its manifest does not list")
+        raise IntegrityError(f"the folder of set {info.tier}/{info.set_id} holds {', '.join(unlisted)}, which its manifest does not list")
     for entry in entries:
         if info.files[entry["name"]] != entry["size"]:
-            raise IntegrityError(f"size mismatch in set {info.set_id}: {entry['name']} has {info.files[entry['name']]} "
-                                 f"bytes in storage, the manifest says {entry['size']} bytes (truncated or replaced blob)")
+            raise IntegrityError(
+                f"size mismatch in set {info.set_id}: {entry['name']} has {info.files[entry['name']]} "
+                f"bytes in storage, the manifest says {entry['size']} bytes (truncated or replaced blob)"
+            )
     return entries
 
 
@@ -215,9 +235,14 @@ def read_manifest(store: BlobStore, info: SetInfo) -> dict[str, Any]:
     return manifest
 
 
-def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decompress: bool = True,
-                   manifest: dict[str, Any] | None = None,
-                   keep_compressed: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Path]]:
+def fetch_verified(
+    store: BlobStore,
+    info: SetInfo,
+    workdir: Path | None,
+    decompress: bool = True,
+    manifest: dict[str, Any] | None = None,
+    keep_compressed: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], dict[str, Path]]:
     """Download every file of a complete set, checking size and SHA-256 of each against the manifest.
 
     The manifest (read here unless given, from `read_manifest`) is checked against the folder first.
@@ -242,6 +267,7 @@ def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decomp
 
                 def keep(data: bytes, raw: BinaryIO = raw) -> None:
                     raw.write(data)
+
                 verify_file(store, info, entry, keep)
             paths[name] = path
             continue
@@ -256,6 +282,7 @@ def fetch_verified(store: BlobStore, info: SetInfo, workdir: Path | None, decomp
                     writer.write(data)
                 except zstandard.ZstdError as exc:
                     raise IntegrityError(f"{name} of set {info.set_id} is corrupted: {exc}") from exc
+
             verify_file(store, info, entry, sink)
             writer.flush()
         paths[name] = path

@@ -118,7 +118,8 @@ class _Retry(ExponentialRetry):
 
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, DeadlineError) or (
-        isinstance(exc, (ServiceRequestError, ServiceResponseError)) and "timed out" in str(exc).lower())
+        isinstance(exc, (ServiceRequestError, ServiceResponseError)) and "timed out" in str(exc).lower()
+    )
 
 
 class _Workers:
@@ -175,8 +176,9 @@ class BlobStore:
 
             assert settings.account_url is not None
             # The token requests get the same time-outs and retries (azure-identity's own pipeline).
-            credential = DefaultAzureCredential(retry_total=settings.storage_retries, retry_backoff_factor=1,
-                                                retry_backoff_max=8, **timeouts)
+            credential = DefaultAzureCredential(
+                retry_total=settings.storage_retries, retry_backoff_factor=1, retry_backoff_max=8, **timeouts
+            )
             service = BlobServiceClient(settings.account_url, credential=credential, **kwargs)
         self.container: ContainerClient = service.get_container_client(settings.container)
 
@@ -195,8 +197,10 @@ class BlobStore:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if _is_timeout(exc):
             s = self.settings
-            detail = (f"no answer within the {s.storage_deadline:.0f}s bound ({s.storage_retries + 1} attempts of at most "
-                      f"{s.storage_timeout:.0f}s plus back-off; BACKUP_STORAGE_TIMEOUT_SECONDS, BACKUP_STORAGE_RETRIES)")
+            detail = (
+                f"no answer within the {s.storage_deadline:.0f}s bound ({s.storage_retries + 1} attempts of at most "
+                f"{s.storage_timeout:.0f}s plus back-off; BACKUP_STORAGE_TIMEOUT_SECONDS, BACKUP_STORAGE_RETRIES)"
+            )
         return StorageError(f"blob storage unreachable or refused while {action}: {detail}")
 
     def ensure_container(self) -> None:
@@ -239,8 +243,9 @@ class BlobStore:
         except AzureError as exc:
             raise self.error("listing sets", exc) from exc
         if foreign - _ignored_folders:
-            log.warning("ignored blobs that are not in a backup set folder (set ids look like "
-                        "YYYYmmddTHHMMSSfffZ-xxxxxx)", ignored=sorted(foreign))
+            log.warning(
+                "ignored blobs that are not in a backup set folder (set ids look like YYYYmmddTHHMMSSfffZ-xxxxxx)", ignored=sorted(foreign)
+            )
             _ignored_folders.update(foreign)
         return sorted(sets.values(), key=lambda s: s.set_id, reverse=True)
 
@@ -255,13 +260,12 @@ class BlobStore:
         *tier, wanted = set_id.strip("/").split("/")
         found = [s for s in sets if s.set_id == wanted and (not tier or s.tier == tier[-1])]
         if len(found) > 1:
-            raise IntegrityError(f"backup set {wanted} is stored in several tiers "
-                                 f"({', '.join(s.tier for s in found)}): name one as <tier>/{wanted}")
+            raise IntegrityError(
+                f"backup set {wanted} is stored in several tiers ({', '.join(s.tier for s in found)}): name one as <tier>/{wanted}"
+            )
         for info in found:
             if not info.complete:
-                raise IntegrityError(
-                    f"backup set {info.set_id} is incomplete: it has no {MANIFEST} (the run that wrote it failed)"
-                )
+                raise IntegrityError(f"backup set {info.set_id} is incomplete: it has no {MANIFEST} (the run that wrote it failed)")
             return info
         hint = "" if SET_ID_RE.match(wanted) else " (set ids look like YYYYmmddTHHMMSSfffZ-xxxxxx)"
         raise IntegrityError(f"backup set {wanted!r} does not exist in container {self.settings.container!r}{hint}")
@@ -398,8 +402,12 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            log.info(f"{self.verb} {size / 1e6:.1f} MB of {self.name}", file=self.name, bytes=size,
-                     mb_per_s=round(size / 1e6 / max(now - self.start, 1e-6), 1))
+            log.info(
+                f"{self.verb} {size / 1e6:.1f} MB of {self.name}",
+                file=self.name,
+                bytes=size,
+                mb_per_s=round(size / 1e6 / max(now - self.start, 1e-6), 1),
+            )
 
     def done(self, size: int) -> None:
         elapsed = time.monotonic() - self.start

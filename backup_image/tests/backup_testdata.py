@@ -121,6 +121,7 @@ def redis_fingerprint(r: Any) -> dict[bytes, tuple[bytes, Any, bool]]:
     """key -> (type, value, has a TTL) for every key."""
     return {key: (r.type(key), redis_value(r, key), r.pttl(key) > 0) for key in r.scan_iter(count=1000)}
 
+
 # Triggers and row-level security on the realistic schema: what a failed `pg_restore --clean` used to strip.
 PG_LIVE_EXTRAS = r"""
 CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name; RETURN NEW; END $$;
@@ -198,7 +199,7 @@ REFRESH MATERIALIZED VIEW "Sales Dept"."Mood Counts";
 '''
 
 # Fingerprint of PG_FEATURES (as a superuser, who bypasses row-level security).
-PG_FEATURES_FINGERPRINT = r'''
+PG_FEATURES_FINGERPRINT = r"""
 SELECT 'my table', count(*), md5(string_agg(t::text, '|' ORDER BY id)) FROM "Sales Dept"."My Table" t
 UNION ALL SELECT 'events', count(*), md5(string_agg(e::text, '|' ORDER BY id, day)) FROM "Sales Dept".events e
 UNION ALL SELECT 'cache', count(*), md5(string_agg(c::text, '|' ORDER BY k)) FROM public."Cache.Entries" c
@@ -206,4 +207,4 @@ UNION ALL SELECT 'weird', count(*), md5(string_agg(w::text, '|' ORDER BY "X")) F
 UNION ALL SELECT 'upper', count(*), md5(string_agg(u::text, '|' ORDER BY "ID")) FROM public."UPPER" u
 UNION ALL SELECT 'mood counts', count(*), md5(string_agg(m::text, '|' ORDER BY mood)) FROM "Sales Dept"."Mood Counts" m
 UNION ALL SELECT 'extensions', count(*), string_agg(extname, ',' ORDER BY extname) FROM pg_extension;
-'''
+"""

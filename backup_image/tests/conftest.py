@@ -46,8 +46,9 @@ def image_rootfs(request: pytest.FixtureRequest) -> Path:
     here = Path(__file__).parent
     if not any(item.get_closest_marker("services") and here in item.path.parents for item in request.session.items):
         return IMAGE_ROOTFS
-    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "image-rootfs.sh")], capture_output=True, text=True,
-                            timeout=900, check=False)
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "image-rootfs.sh")], capture_output=True, text=True, timeout=900, check=False
+    )
     assert result.returncode == 0, f"make image-rootfs failed:\n{result.stdout}{result.stderr}"
     return IMAGE_ROOTFS
 
@@ -120,13 +121,24 @@ class World:
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`ipa-backup ARGS` inside the image rootfs."""
-        return subprocess.run([str(IN_IMAGE), "ipa-backup", *args], env={**os.environ, **self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [str(IN_IMAGE), "ipa-backup", *args],
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """The same, running; its PID is the tool's own (scripts/in-image.sh execs)."""
-        return subprocess.Popen([str(IN_IMAGE), "ipa-backup", *args], env={**os.environ, **self.env, **(env or {})},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(IN_IMAGE), "ipa-backup", *args],
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def backup_ok(self) -> dict[str, Any]:
         result = self.run("backup")
@@ -146,8 +158,7 @@ class World:
     def rcli(self, db: int | None = None):  # type: ignore[no-untyped-def]
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.redis.port, password=REDIS_PASSWORD,
-                           db=self.redis_db if db is None else db)
+        return redis.Redis(host="127.0.0.1", port=self.redis.port, password=REDIS_PASSWORD, db=self.redis_db if db is None else db)
 
 
 def other_redis(server: RedisServer, db: int):  # type: ignore[no-untyped-def]

@@ -16,9 +16,9 @@ def processes() -> dict[int, tuple[int, str]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z":
-            found[int(entry.name)] = (int(fields[1]), stat[stat.index("(") + 1: stat.rindex(")")])
+            found[int(entry.name)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
     return found
 
 

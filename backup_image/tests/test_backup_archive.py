@@ -74,8 +74,7 @@ def source(pg_server: PostgresServer) -> str:
 
 
 @pytest.mark.parametrize("compress", ["0", "1"])  # 0: what ipa-backup dumps (find path); 1: gzip chunks (chunk walk)
-def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer, source: str, work: Path,
-                                                       compress: str) -> None:
+def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer, source: str, work: Path, compress: str) -> None:
     piped, direct = work / "piped.dump", work / "direct.dump"
     _dump(pg_server, source, piped, compress, to_pipe=True)
     _dump(pg_server, source, direct, compress, to_pipe=False)
@@ -88,10 +87,9 @@ def test_patched_pipe_archive_matches_the_file_archive(pg_server: PostgresServer
     assert archive.patch_offsets(piped) == len(with_data)
 
     after = _toc(piped)
-    assert [(e.dump_id, e.offset_flag, e.offset) for e in after.entries] == \
-        [(e.dump_id, e.offset_flag, e.offset) for e in want.entries]
+    assert [(e.dump_id, e.offset_flag, e.offset) for e in after.entries] == [(e.dump_id, e.offset_flag, e.offset) for e in want.entries]
     # Only the offset fields changed: the data is byte for byte the file archive's.
-    assert piped.read_bytes()[after.data_start:] == direct.read_bytes()[want.data_start:]
+    assert piped.read_bytes()[after.data_start :] == direct.read_bytes()[want.data_start :]
     assert _listing(pg_server, piped) == _listing(pg_server, direct)
     assert archive.patch_offsets(piped) == 0  # already set: left alone
 
@@ -103,9 +101,13 @@ def test_patched_archive_restores_with_two_jobs(pg_server: PostgresServer, sourc
     target = "archive_restored"
     pg_server.drop_database(target)
     pg_server.create_database(target)
-    result = subprocess.run([*_client(pg_server, "pg_restore"), "--jobs=2", "--no-owner", "--exit-on-error",
-                             f"--dbname={target}", image_path(piped)], env={**os.environ, **pg_server.env(target)},
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*_client(pg_server, "pg_restore"), "--jobs=2", "--no-owner", "--exit-on-error", f"--dbname={target}", image_path(piped)],
+        env={**os.environ, **pg_server.env(target)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert pg_server.psql(data.PG_FINGERPRINT, target) == pg_server.psql(data.PG_FINGERPRINT, source)
 

@@ -50,8 +50,9 @@ def good(world: World) -> tuple[str, str, int]:
 
 
 def add_bulk(world: World, rows: int = 200_000) -> None:
-    world.pg.psql(f"CREATE TABLE public.bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) AS v "
-                  f"FROM generate_series(1, {rows}) i", world.database)
+    world.pg.psql(
+        f"CREATE TABLE public.bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) AS v FROM generate_series(1, {rows}) i", world.database
+    )
 
 
 def test_database_unreachable(world: World, good: tuple[str, str, int]) -> None:
@@ -95,8 +96,7 @@ def test_pg_dump_killed_midway(world: World, good: tuple[str, str, int]) -> None
 def test_storage_unreachable_mid_upload(world: World, good: tuple[str, str, int]) -> None:
     add_bulk(world)
     pg_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
-    proc = world.popen("backup", env={"BACKUP_BLOCK_SIZE_MB": "1", "BACKUP_UPLOAD_CONCURRENCY": "1",
-                                      "BACKUP_PROGRESS_SECONDS": "0"})
+    proc = world.popen("backup", env={"BACKUP_BLOCK_SIZE_MB": "1", "BACKUP_UPLOAD_CONCURRENCY": "1", "BACKUP_PROGRESS_SECONDS": "0"})
     assert proc.stderr is not None
     lines = []
     # Wait until several 1 MB blocks of the dump went out, then cut storage off mid-upload.
@@ -124,8 +124,9 @@ def test_storage_unreachable_mid_upload(world: World, good: tuple[str, str, int]
 
 
 def test_storage_unreachable_from_the_start(world: World, good: tuple[str, str, int]) -> None:
-    result = world.run("backup", env={"AZURE_STORAGE_CONNECTION_STRING": world.blob.connection_string.replace(
-        str(world.blob.port), str(free_port()))})
+    result = world.run(
+        "backup", env={"AZURE_STORAGE_CONNECTION_STRING": world.blob.connection_string.replace(str(world.blob.port), str(free_port()))}
+    )
     assert result.returncode == 4
     assert "blob storage unreachable" in str(error_of(result.stderr)["msg"])
     assert_nothing_lost(world, *good)
@@ -135,8 +136,7 @@ def _container(world: World):  # type: ignore[no-untyped-def]
     return BlobServiceClient.from_connection_string(world.blob.connection_string).get_container_client(world.container)
 
 
-def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, good: tuple[str, str, int],
-                                                                redis8: RedisServer) -> None:
+def test_corrupted_blob_is_refused_before_any_target_is_touched(world: World, good: tuple[str, str, int], redis8: RedisServer) -> None:
     out = world.backup_ok()
     blob = _container(world).get_blob_client(f"{out['tier']}/{out['set_id']}/redis.rdb.zst")
     body = bytearray(blob.download_blob().readall())

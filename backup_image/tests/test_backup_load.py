@@ -40,9 +40,14 @@ def write_load(world: World, max_seconds: float = 240.0) -> Iterator[dict[str, i
     """Transactions into PostgreSQL (one psql session) and MULTI/EXEC pairs into Redis, until the block ends."""
     stop = threading.Event()
     done = {"pg": 0, "redis": 0}
-    psql = subprocess.Popen([str(world.pg.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**world.pg.env(world.database)}, text=True)
+    psql = subprocess.Popen(
+        [str(world.pg.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**world.pg.env(world.database)},
+        text=True,
+    )
     client = redis.Redis(host="127.0.0.1", port=world.redis.port, password=REDIS_PASSWORD, db=world.redis_db)
 
     def pg_writer() -> None:
@@ -82,10 +87,15 @@ def write_load(world: World, max_seconds: float = 240.0) -> Iterator[dict[str, i
 
 def assert_consistent(world: World, database: str, r: redis.Redis) -> tuple[int, int]:
     """Invariants of the write load hold in a restored copy; returns (pg transfers, redis pairs)."""
-    total, counter, logged, max_n = world.pg.psql(
-        "SELECT (SELECT sum(balance) FROM ledger_accounts), (SELECT n FROM ledger_counter),"
-        " (SELECT count(*) FROM ledger_log), (SELECT coalesce(max(n), 0) FROM ledger_log)", database
-    ).strip().split("|")
+    total, counter, logged, max_n = (
+        world.pg.psql(
+            "SELECT (SELECT sum(balance) FROM ledger_accounts), (SELECT n FROM ledger_counter),"
+            " (SELECT count(*) FROM ledger_log), (SELECT coalesce(max(n), 0) FROM ledger_log)",
+            database,
+        )
+        .strip()
+        .split("|")
+    )
     assert int(total) == 50 * 1000
     assert int(counter) == int(logged) == int(max_n)
     counter_r = int(r.get("load:counter") or 0)

@@ -42,8 +42,7 @@ def test_push_on_success_only_and_pushadd_keeps_other_metrics(world: World, tmp_
             assert metrics[("ipa_backup_last_success_timestamp_seconds", target)] == manifest["targets"][target]["captured_at_epoch"]
             assert metrics[("ipa_backup_duration_seconds", target)] > 0
             assert metrics[("ipa_backup_size_bytes", target)] > 0
-        assert metrics[("ipa_backup_size_bytes", "postgres")] == sum(
-            f["size"] for f in manifest["files"] if f["target"] == "postgres")
+        assert metrics[("ipa_backup_size_bytes", "postgres")] == sum(f["size"] for f in manifest["files"] if f["target"] == "postgres")
 
         failed = world.run("backup", env={**env, "PGPASSWORD": "wrong"})
         assert failed.returncode == 3

@@ -39,8 +39,7 @@ def test_backup_restore_round_trip_keeps_everything(world: World) -> None:
     assert world.rcli().pttl("session:1") == -1
     # Constraints still enforce after the restore.
     with pytest.raises(ServiceError, match="foreign key"):
-        world.pg.psql("INSERT INTO app.executions (user_id, workflow, status) VALUES (999999, 'x', 'success')",
-                      world.database)
+        world.pg.psql("INSERT INTO app.executions (user_id, workflow, status) VALUES (999999, 'x', 'success')", world.database)
 
 
 def test_manifest_written_last_and_describes_the_set(world: World) -> None:
@@ -88,8 +87,7 @@ def test_drill_restores_into_scratch_targets_and_compares(world: World) -> None:
     report = json.loads(result.stdout)
     assert report["passed"] is True
     names = {c["name"]: c for c in report["checks"]}
-    assert set(names) == {"checksums", "postgres row counts", "postgres checksum sample", "redis key counts",
-                          "redis content sample"}
+    assert set(names) == {"checksums", "postgres row counts", "postgres checksum sample", "redis key counts", "redis content sample"}
     assert "4 tables match" in names["postgres row counts"]["detail"]
     assert report["durations"]["postgres"] > 0 and report["durations"]["redis"] > 0
     # The drill's scratch database is gone and the source Redis untouched.
@@ -146,15 +144,15 @@ def test_a_set_dominated_by_one_table_is_streamed_into_pg_restore(world: World, 
     """One big table: the archive is kept compressed and decompressed straight into one pg_restore.
     RESTORE_JOBS=1 streams whatever the set, since nothing could load in parallel anyway."""
     world.pg.psql("CREATE TABLE public.big AS SELECT i, md5(i::text) AS v FROM generate_series(1, 300000) i", world.database)
-    before = world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big",
-                           world.database)
+    before = world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big", world.database)
     out = world.backup_ok()
     world.pg.drop_database(world.database)
     result = world.run("restore", "--only", "postgres", env={"RESTORE_JOBS": jobs})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["set_id"] == out["set_id"]
-    assert world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big",
-                         world.database) == before
+    assert (
+        world.pg.psql(data.PG_FINGERPRINT + ";SELECT count(*), md5(string_agg(v, '' ORDER BY i)) FROM public.big", world.database) == before
+    )
     restored = [json.loads(line) for line in result.stderr.splitlines() if '"pg_restore finished"' in line]
     assert restored and restored[-1]["jobs"] == 1  # streamed: one connection, in archive order
     assert '"archive data offsets set"' not in result.stderr  # nothing staged to patch
@@ -163,8 +161,7 @@ def test_a_set_dominated_by_one_table_is_streamed_into_pg_restore(world: World, 
 def test_a_set_of_several_large_tables_is_staged_for_parallel_pg_restore(world: World) -> None:
     """No table dominates: the archive is staged uncompressed, its data offsets set, and pg_restore --jobs 2 loads it."""
     for name in ("big_a", "big_b", "big_c"):
-        world.pg.psql(f"CREATE TABLE public.{name} AS SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i",
-                      world.database)
+        world.pg.psql(f"CREATE TABLE public.{name} AS SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i", world.database)
     before = world.pg.psql(data.PG_FINGERPRINT, world.database)
     world.backup_ok()
     world.pg.drop_database(world.database)

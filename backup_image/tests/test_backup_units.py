@@ -114,8 +114,7 @@ def test_client_work_and_drill_settings(storage_env: pytest.MonkeyPatch) -> None
     storage_env.setenv("BACKUP_WORK_DIR", "/work")
     storage_env.setenv("DRILL_KEEP", "1")
     settings = config.load()
-    assert (settings.pg_clients_root, settings.pg_bin_dir, settings.work_dir) == (Path("/opt/pg"), Path("/opt/pg/16/bin"),
-                                                                                  "/work")
+    assert (settings.pg_clients_root, settings.pg_bin_dir, settings.work_dir) == (Path("/opt/pg"), Path("/opt/pg/16/bin"), "/work")
     assert (settings.drill_database, settings.drill_keep) == ("app_restore_drill", True)
     storage_env.setenv("DRILL_PGDATABASE", "scratch_restore_drill")
     assert config.load().drill_database == "scratch_restore_drill"
@@ -134,8 +133,13 @@ def names_config_reads() -> set[str]:
     """The environment variables config.py names: every all-capitals string it passes to a call
     (os.environ.get and its own readers: _int, _float, _flag, _first_set)."""
     tree = ast.parse((PACKAGE / "config.py").read_text())
-    return {arg.value for node in ast.walk(tree) if isinstance(node, ast.Call) for arg in node.args
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ENV_NAME.match(arg.value)}
+    return {
+        arg.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for arg in node.args
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ENV_NAME.match(arg.value)
+    }
 
 
 def names_readme_lists() -> set[str]:

@@ -51,16 +51,18 @@ def test_rootfs_has_exactly_the_pinned_debian_packages() -> None:
 def test_rootfs_python_has_exactly_the_pinned_wheels() -> None:
     want = {name.lower().replace("_", "-"): version for name, version in pinned(IMAGE_DIR / "requirements.txt", "==").items()}
     frozen = in_image("/opt/ipa-backup/bin/pip", "freeze", "--disable-pip-version-check")
-    got = {name.lower().replace("_", "-"): version for name, version in
-           (line.split("==", 1) for line in frozen.splitlines() if "==" in line)}
+    got = {
+        name.lower().replace("_", "-"): version for name, version in (line.split("==", 1) for line in frozen.splitlines() if "==" in line)
+    }
     assert {name: got.get(name) for name in want} == want, frozen
     # The tool itself, installed from its wheel like any dependency.
     assert "Version: " in in_image("/opt/ipa-backup/bin/pip", "show", "--disable-pip-version-check", "ipa-backup")
 
 
 def test_dockerfile_ships_the_tested_rootfs_and_nothing_else() -> None:
-    instructions = [line.split()[0] for line in (IMAGE_DIR / "Dockerfile").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
+    instructions = [
+        line.split()[0] for line in (IMAGE_DIR / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert instructions[:2] == ["FROM", "ADD"]
     assert "RUN" not in instructions and "COPY" not in instructions  # no step that would differ from the rootfs
     text = (IMAGE_DIR / "Dockerfile").read_text()
@@ -90,8 +92,13 @@ def test_tini_entrypoint_forwards_sigterm_to_the_tool(world: World) -> None:
     """What Kubernetes does at activeDeadlineSeconds: SIGTERM to PID 1 (tini), which must reach the tool."""
     entrypoint = dockerfile_entrypoint()
     with table_locked(world, "app.users"):  # pg_dump waits: a backup that hangs
-        proc = subprocess.Popen([str(IN_IMAGE), *entrypoint, "backup"], env={**os.environ, **world.env},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(IN_IMAGE), *entrypoint, "backup"],
+            env={**os.environ, **world.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for_child(proc.pid, "pg_dump")
         proc.send_signal(signal.SIGTERM)  # to tini
         _, stderr = proc.communicate(timeout=60)

@@ -23,8 +23,9 @@ def error_line(stderr: str) -> str:
 
 
 @pytest.mark.parametrize(("source", "target"), [(s, t) for s in PG_MAJORS for t in PG_MAJORS])
-def test_postgres_set_restores_into_every_supported_server(request: pytest.FixtureRequest, blob: AzuriteServer,
-                                                            source: int, target: int) -> None:
+def test_postgres_set_restores_into_every_supported_server(
+    request: pytest.FixtureRequest, blob: AzuriteServer, source: int, target: int
+) -> None:
     src: PostgresServer = request.getfixturevalue(f"pg{source}")
     dst: PostgresServer = request.getfixturevalue(f"pg{target}")
     redis_server: RedisServer = request.getfixturevalue("redis7")
@@ -49,8 +50,9 @@ def test_postgres_set_restores_into_every_supported_server(request: pytest.Fixtu
 
 
 @pytest.mark.parametrize(("source", "target"), [(s, t) for s in REDIS_MAJORS for t in REDIS_MAJORS])
-def test_redis_set_restores_into_every_supported_server(request: pytest.FixtureRequest, blob: AzuriteServer,
-                                                         pg15: PostgresServer, source: int, target: int) -> None:
+def test_redis_set_restores_into_every_supported_server(
+    request: pytest.FixtureRequest, blob: AzuriteServer, pg15: PostgresServer, source: int, target: int
+) -> None:
     src: RedisServer = request.getfixturevalue(f"redis{source}")
     dst: RedisServer = request.getfixturevalue(f"redis{target}")
     with make_world(pg15, src, blob) as world:

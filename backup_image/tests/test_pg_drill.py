@@ -27,16 +27,16 @@ def test_copy_header_names_are_parsed_exactly() -> None:
     assert parsed == pg.CopyTable("we.ird", 'a "b".c', ("X", "y z", "Ünï"))
     assert parsed.sql_name == '"we.ird"."a ""b"".c"'
     assert parsed.sql_columns == '"X", "y z", "Ünï"'
-    assert pg.parse_copy('COPY app."My Table" (id, "Col ""q"" 2", total) FROM stdin;') == \
-        pg.CopyTable("app", "My Table", ("id", 'Col "q" 2', "total"))
+    assert pg.parse_copy('COPY app."My Table" (id, "Col ""q"" 2", total) FROM stdin;') == pg.CopyTable(
+        "app", "My Table", ("id", 'Col "q" 2', "total")
+    )
     assert pg.parse_copy("COPY public.empty  FROM stdin;") == pg.CopyTable("public", "empty", ())
     assert pg.parse_copy("COPY Mixed.Case (A) FROM stdin;") == pg.CopyTable("mixed", "case", ("a",))  # bare names fold
     assert pg.parse_copy("SELECT 1;") is None
 
 
 @pytest.mark.parametrize("server", ["pg15", "pg17"])
-def test_drill_passes_on_every_feature(request: pytest.FixtureRequest, redis_srv: RedisServer, blob: AzuriteServer,
-                                       server: str) -> None:
+def test_drill_passes_on_every_feature(request: pytest.FixtureRequest, redis_srv: RedisServer, blob: AzuriteServer, server: str) -> None:
     source: PostgresServer = request.getfixturevalue(server)
     with make_world(source, redis_srv, blob) as world:
         source.psql(data.PG_FEATURES, world.database)
@@ -63,18 +63,23 @@ def host_client(pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> p
     return pg.clients(pg_server.bin_dir.parent.parent)[pg_server.major]
 
 
-def test_a_restore_that_differs_from_the_archive_fails_the_check(pg_server: PostgresServer, host_client: pg.Client,
-                                                                 tmp_path: Path) -> None:
+def test_a_restore_that_differs_from_the_archive_fails_the_check(pg_server: PostgresServer, host_client: pg.Client, tmp_path: Path) -> None:
     source, restored = "drill_truth_src", "drill_truth_restored"
     for name in (source, restored):
         pg_server.drop_database(name)
         pg_server.create_database(name)
     pg_server.psql(data.PG_FEATURES, source)
     archive = tmp_path / "features.dump"
-    subprocess.run([host_client.program("pg_dump"), "--format=custom", "--compress=0", f"--file={archive}"],
-                   env={**os.environ, "PGDATABASE": source}, check=True)
-    subprocess.run([host_client.program("pg_restore"), "--exit-on-error", f"--dbname={restored}", str(archive)],
-                   env={**os.environ, "PGDATABASE": restored}, check=True)
+    subprocess.run(
+        [host_client.program("pg_dump"), "--format=custom", "--compress=0", f"--file={archive}"],
+        env={**os.environ, "PGDATABASE": source},
+        check=True,
+    )
+    subprocess.run(
+        [host_client.program("pg_restore"), "--exit-on-error", f"--dbname={restored}", str(archive)],
+        env={**os.environ, "PGDATABASE": restored},
+        check=True,
+    )
 
     clean = pg.compare_with_archive(archive, restored, host_client)
     assert (clean.tables, clean.bad_counts, clean.bad_samples) == (6, [], [])
@@ -85,8 +90,7 @@ def test_a_restore_that_differs_from_the_archive_fails_the_check(pg_server: Post
     assert changed.bad_counts == [] and changed.bad_samples == ['"Sales Dept"."My Table"']
 
     # One row missing from a partition whose name has a space.
-    pg_server.psql("""DELETE FROM "Sales Dept"."events 2025" WHERE id = (SELECT min(id) FROM "Sales Dept"."events 2025")""",
-                   restored)
+    pg_server.psql("""DELETE FROM "Sales Dept"."events 2025" WHERE id = (SELECT min(id) FROM "Sales Dept"."events 2025")""", restored)
     missing = pg.compare_with_archive(archive, restored, host_client)
     assert missing.bad_counts == ['"Sales Dept"."events 2025": 1697 rows, archive has 1698']
     assert '"Sales Dept"."events 2025"' in missing.bad_samples

@@ -62,7 +62,8 @@ def state(server: PostgresServer, database: str) -> dict[str, str]:
             " shobj_description(d.oid, 'pg_database'),"
             " (SELECT string_agg(coalesce(setrole::regrole::text, '-') || ':' || array_to_string(setconfig, ','), ';')"
             "  FROM pg_db_role_setting WHERE setdatabase = d.oid)"
-            f" FROM pg_database d WHERE datname = '{database}'"),
+            f" FROM pg_database d WHERE datname = '{database}'"
+        ),
     }
 
 
@@ -94,8 +95,7 @@ def test_restore_uses_pg_restore_of_the_target_major(request: pytest.FixtureRequ
     server.drop_database(database)
 
 
-def test_backup_records_the_pg_dump_major_it_used(request: pytest.FixtureRequest, redis_srv: RedisServer,
-                                                   blob: AzuriteServer) -> None:
+def test_backup_records_the_pg_dump_major_it_used(request: pytest.FixtureRequest, redis_srv: RedisServer, blob: AzuriteServer) -> None:
     for name in ("pg15", "pg17"):
         server: PostgresServer = request.getfixturevalue(name)
         with make_world(server, redis_srv, blob) as world:
@@ -140,8 +140,9 @@ def _fake_clients(root: Path, majors: list[int], real: Path) -> None:
             (root / str(major) / "bin" / program).symlink_to(real / program)
 
 
-def test_client_choice_refuses_servers_the_image_cannot_serve(pg_server: PostgresServer, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_choice_refuses_servers_the_image_cannot_serve(
+    pg_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in pg_server.env().items():
         monkeypatch.setenv(key, value)
     major = pg_server.major
@@ -155,8 +156,10 @@ def test_client_choice_refuses_servers_the_image_cannot_serve(pg_server: Postgre
     found = pg.clients(newer)
     with pytest.raises(SourceError, match=f"older than every PostgreSQL client in this image \\({major + 1}, {major + 2}\\)"):
         pg.check_source(found)
-    with pytest.raises(TargetError, match=f"must be of the server's major version \\({major}\\), and this image has "
-                                          f"PostgreSQL clients {major + 1}, {major + 2} only"):
+    with pytest.raises(
+        TargetError,
+        match=f"must be of the server's major version \\({major}\\), and this image has PostgreSQL clients {major + 1}, {major + 2} only",
+    ):
         pg.restore_client(found, major, "x", major, "set s")
     assert pg.dump_client(found, major + 1, "x").major == major + 1
     assert pg.restore_client(found, major + 2, "x", major + 1, "set s").major == major + 2  # reads older archives
@@ -176,8 +179,10 @@ def live(world: World) -> Iterator[tuple[World, dict[str, str], dict[str, str]]]
     created after the backup with a foreign key to a restored table. Yields the world, the state of
     the set and the live state."""
     world.pg.psql(data.PG_LIVE_EXTRAS, world.database)
-    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 400000) i;"
-                  "CREATE INDEX bulk_v ON public.bulk (v)", world.database)
+    world.pg.psql(
+        "CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 400000) i;CREATE INDEX bulk_v ON public.bulk (v)",
+        world.database,
+    )
     world.backup_ok()
     at_backup = state(world.pg, world.database)
     db = world.database
@@ -190,9 +195,12 @@ def live(world: World) -> Iterator[tuple[World, dict[str, str], dict[str, str]]]
         GRANT CONNECT, TEMPORARY ON DATABASE {db} TO "{db} reader";
         COMMENT ON DATABASE {db} IS 'live database''s comment';
     """)
-    world.pg.psql("INSERT INTO public.no_pk VALUES ('marker', -1);"
-                  "CREATE TABLE public.later (id int PRIMARY KEY, user_id bigint REFERENCES app.users(id));"
-                  "INSERT INTO public.later VALUES (1, 1)", world.database)
+    world.pg.psql(
+        "INSERT INTO public.no_pk VALUES ('marker', -1);"
+        "CREATE TABLE public.later (id int PRIMARY KEY, user_id bigint REFERENCES app.users(id));"
+        "INSERT INTO public.later VALUES (1, 1)",
+        world.database,
+    )
     yield world, at_backup, state(world.pg, world.database)
     for name in databases(world.pg, f"{db}\\_\\_ipa%"):
         world.pg.drop_database(name)
@@ -261,14 +269,16 @@ def test_force_swap_failing_leaves_live_as_it_was(live: tuple[World, dict[str, s
     _assert_untouched(world, live_state)
 
 
-def test_force_swaps_in_the_set_and_keeps_the_old_database_on_request(
-        live: tuple[World, dict[str, str], dict[str, str]]) -> None:
+def test_force_swaps_in_the_set_and_keeps_the_old_database_on_request(live: tuple[World, dict[str, str], dict[str, str]]) -> None:
     """The issue's case: a table created after the backup with a foreign key to a restored table."""
     world, at_backup, live_state = live
     # A client connected to the live database: the swap ends its session.
-    holder = subprocess.Popen([str(world.pg.bin_dir / "psql"), "-X", "-c", "SELECT pg_sleep(600)"],
-                              env={**os.environ, **world.pg.env(world.database)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        [str(world.pg.bin_dir / "psql"), "-X", "-c", "SELECT pg_sleep(600)"],
+        env={**os.environ, **world.pg.env(world.database)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         result = world.run("restore", "--only", "postgres", "--force", "--keep-old")
         assert result.returncode == 0, result.stderr
@@ -309,7 +319,8 @@ def fresh() -> Iterator[PostgresServer]:
 def owned(world: World) -> Iterator[tuple[World, str, str]]:
     """The realistic schema owned by an application role, read by a reader role through a grant and a policy."""
     owner, reader = f"{world.database}_owner", f"{world.database} Reader"
-    world.pg.psql(f"""
+    world.pg.psql(
+        f"""
         CREATE ROLE {owner} LOGIN;
         CREATE ROLE "{reader}";
         ALTER SCHEMA app OWNER TO {owner};
@@ -320,7 +331,9 @@ def owned(world: World) -> Iterator[tuple[World, str, str]]:
         GRANT SELECT ON app.users TO "{reader}";
         ALTER TABLE app.users ENABLE ROW LEVEL SECURITY;
         CREATE POLICY reader_sees_some ON app.users FOR SELECT TO "{reader}" USING (id < 100);
-    """, world.database)
+    """,
+        world.database,
+    )
     yield world, owner, reader
     world.pg.drop_database(world.database)
     for name in databases(world.pg, world.database.replace("_", "\\_") + "\\_%"):  # its copies only
@@ -342,7 +355,8 @@ def _database_level(server: PostgresServer, database: str) -> str:
         "SELECT pg_get_userbyid(d.datdba), d.datacl::text, shobj_description(d.oid, 'pg_database'),"
         " (SELECT string_agg(coalesce(setrole::regrole::text, '-') || ':' || array_to_string(setconfig, ','), ';'"
         "  ORDER BY setrole) FROM pg_db_role_setting WHERE setdatabase = d.oid)"
-        f" FROM pg_database d WHERE datname = '{database}'")
+        f" FROM pg_database d WHERE datname = '{database}'"
+    )
 
 
 def test_owners_are_kept_by_default(owned: tuple[World, str, str]) -> None:
@@ -370,8 +384,7 @@ def test_owners_are_kept_by_default(owned: tuple[World, str, str]) -> None:
     assert owner not in _owners(world.pg, f"{copy}2")  # every object belongs to the restoring user
 
 
-def test_new_server_without_the_roles_is_refused_then_restored_with_globals(owned: tuple[World, str, str],
-                                                                             fresh: PostgresServer) -> None:
+def test_new_server_without_the_roles_is_refused_then_restored_with_globals(owned: tuple[World, str, str], fresh: PostgresServer) -> None:
     world, owner, reader = owned
     world.backup_ok()
     database = f"ipa_{world.database}"
@@ -391,28 +404,33 @@ def test_new_server_without_the_roles_is_refused_then_restored_with_globals(owne
 
     restored = world.run("restore", "--only", "postgres", "--with-globals", env=env)
     assert restored.returncode == 0, restored.stderr
-    created = log_line(restored.stderr, "roles created from the set's globals without passwords (the backup dumps them "
-                                        "with --no-role-passwords): set each login role's password with ALTER ROLE ... PASSWORD")
+    created = log_line(
+        restored.stderr,
+        "roles created from the set's globals without passwords (the backup dumps them "
+        "with --no-role-passwords): set each login role's password with ALTER ROLE ... PASSWORD",
+    )
     assert owner in created["roles"] and reader in created["roles"]
     assert _owners(fresh, database) == _owners(world.pg, world.database)
     assert fresh.psql(data.PG_FINGERPRINT, database) == world.pg.psql(data.PG_FINGERPRINT, world.database)
     # The application role that owned its tables still reads them, once its password is set.
     fresh.psql(f"ALTER ROLE {owner} PASSWORD 'app-pw'")
-    as_owner = PostgresServer(fresh.host, fresh.port, owner, "app-pw", database, fresh.bin_dir, fresh.data_dir,
-                              fresh.major, fresh.process)
+    as_owner = PostgresServer(fresh.host, fresh.port, owner, "app-pw", database, fresh.bin_dir, fresh.data_dir, fresh.major, fresh.process)
     assert as_owner.psql("SELECT count(*) FROM app.users; SELECT count(*) FROM app.executions").split() == ["500", "5000"]
-    assert fresh.psql(f"SET ROLE \"{reader}\"; SELECT count(*) FROM app.users", database).split()[-1] == "99"
+    assert fresh.psql(f'SET ROLE "{reader}"; SELECT count(*) FROM app.users', database).split()[-1] == "99"
     fresh.drop_database(database)
 
 
 def test_with_globals_undoes_its_roles_when_the_restore_fails(owned: tuple[World, str, str], fresh: PostgresServer) -> None:
     world, owner, reader = owned
-    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 400000) i;"
-                  "CREATE INDEX bulk_v ON public.bulk (v)", world.database)
+    world.pg.psql(
+        "CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 400000) i;CREATE INDEX bulk_v ON public.bulk (v)",
+        world.database,
+    )
     world.backup_ok()
     database = f"ipa2_{world.database}"
-    result = world.run("restore", "--only", "postgres", "--with-globals",
-                       env={**fresh.env(database), "RESTORE_PGOPTIONS": TEMP_FILES_FORBIDDEN})
+    result = world.run(
+        "restore", "--only", "postgres", "--with-globals", env={**fresh.env(database), "RESTORE_PGOPTIONS": TEMP_FILES_FORBIDDEN}
+    )
     assert result.returncode == 6, result.stderr
     assert databases(fresh, database) == [] and _roles(fresh, owner, reader) == []
 
@@ -420,22 +438,24 @@ def test_with_globals_undoes_its_roles_when_the_restore_fails(owned: tuple[World
 def test_globals_keep_only_what_the_server_lacks() -> None:
     from ipa_backup import pgrestore
 
-    dumped = "\n".join([
-        "\\restrict abc123",
-        "SET default_transaction_read_only = off;",
-        'CREATE ROLE "App Owner";',
-        'ALTER ROLE "App Owner" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;',
-        "CREATE ROLE postgres;",
-        "ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;",
-        "COMMENT ON ROLE \"App Owner\" IS 'owns the app; really';",
-        "ALTER ROLE \"App Owner\" SET search_path TO 'app', 'public';",
-        'GRANT "App Owner" TO reader WITH INHERIT TRUE GRANTED BY postgres;',
-        "GRANT pg_monitor TO postgres GRANTED BY postgres;",
-        'GRANT azure_admin TO "App Owner";',
-        "CREATE ROLE reader;",
-        "CREATE TABLESPACE fast OWNER postgres LOCATION '/disks/fast';",
-        "\\unrestrict abc123",
-    ])
+    dumped = "\n".join(
+        [
+            "\\restrict abc123",
+            "SET default_transaction_read_only = off;",
+            'CREATE ROLE "App Owner";',
+            'ALTER ROLE "App Owner" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;',
+            "CREATE ROLE postgres;",
+            "ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;",
+            "COMMENT ON ROLE \"App Owner\" IS 'owns the app; really';",
+            "ALTER ROLE \"App Owner\" SET search_path TO 'app', 'public';",
+            'GRANT "App Owner" TO reader WITH INHERIT TRUE GRANTED BY postgres;',
+            "GRANT pg_monitor TO postgres GRANTED BY postgres;",
+            'GRANT azure_admin TO "App Owner";',
+            "CREATE ROLE reader;",
+            "CREATE TABLESPACE fast OWNER postgres LOCATION '/disks/fast';",
+            "\\unrestrict abc123",
+        ]
+    )
     plan = pgrestore.plan_globals(dumped, {"postgres", "pg_monitor"})
     assert plan.creates == ["App Owner", "reader"]
     assert plan.script.splitlines() == [

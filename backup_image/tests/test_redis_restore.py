@@ -72,11 +72,15 @@ def state(r: redis.Redis) -> dict[bytes, Any]:
         groups = []
         for g in r.xinfo_groups(key):
             consumers = sorted((c["name"], c["pending"]) for c in r.xinfo_consumers(key, g["name"]))
-            pending = [(p["message_id"], p["consumer"], p["times_delivered"])
-                       for p in r.xpending_range(key, g["name"], "-", "+", 10_000)]
+            pending = [(p["message_id"], p["consumer"], p["times_delivered"]) for p in r.xpending_range(key, g["name"], "-", "+", 10_000)]
             groups.append((g["name"], g["last-delivered-id"], g["entries-read"], g["pending"], consumers, pending))
-        out[b"stream-meta:" + key] = (info["length"], info["last-generated-id"], info["max-deleted-entry-id"],
-                                      info["entries-added"], groups)
+        out[b"stream-meta:" + key] = (
+            info["length"],
+            info["last-generated-id"],
+            info["max-deleted-entry-id"],
+            info["entries-added"],
+            groups,
+        )
     return out
 
 
@@ -96,8 +100,18 @@ def load_every_type(r: redis.Redis) -> None:
     r.xgroup_create("stream:empty", "g", id="$", mkstream=True)
     r.pfadd("hll:visitors", *[f"user-{i}" for i in range(5000)])
     r.pfadd("hll:small", "a", "b", "c")
-    r.zadd("zset:floats", {"tenth": 0.1, "third": 1 / 3, "tiny": 5e-324, "inf": float("inf"), "-inf": float("-inf"),
-                           "neg": -2.5, "big": 1.7976931348623157e308})
+    r.zadd(
+        "zset:floats",
+        {
+            "tenth": 0.1,
+            "third": 1 / 3,
+            "tiny": 5e-324,
+            "inf": float("inf"),
+            "-inf": float("-inf"),
+            "neg": -2.5,
+            "big": 1.7976931348623157e308,
+        },
+    )
     r.set("string:empty", b"")
     r.set("string:ms-ttl", b"x", px=987_654_321)
     r.hset("hash:big", mapping={f"field-{i}": f"value-{i}-" + "v" * 90 for i in range(30_000)})
@@ -149,7 +163,8 @@ def test_every_type_into_redis8_with_dump_restore(world: World, redis8: RedisSer
 
 
 def test_what_redis7_cannot_hold_is_refused_before_anything_is_written(
-        pg_server: PostgresServer, redis7: RedisServer, redis8: RedisServer, blob: AzuriteServer) -> None:
+    pg_server: PostgresServer, redis7: RedisServer, redis8: RedisServer, blob: AzuriteServer
+) -> None:
     """A vector set and hash field TTLs exist only in Redis 8 (7.4): into Redis 7 the restore refuses up front,
     naming types and counts but no key; into Redis 8 they round-trip."""
     with make_world(pg_server, redis8, blob) as w8:
@@ -208,8 +223,21 @@ def own_redis(databases: int, *config: str) -> Iterator[RedisServer]:
     folder = Path(tempfile.mkdtemp(prefix="redis-restore-test-"))
     port = free_port()
     conf = folder / "redis.conf"
-    conf.write_text("\n".join(["bind 127.0.0.1", f"port {port}", f"dir {folder}", 'save ""', "appendonly no",
-                               f"databases {databases}", "repl-diskless-sync-delay 0", *config]) + "\n")
+    conf.write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                f"dir {folder}",
+                'save ""',
+                "appendonly no",
+                f"databases {databases}",
+                "repl-diskless-sync-delay 0",
+                *config,
+            ]
+        )
+        + "\n"
+    )
     process = ManagedProcess("redis-server", [binary, str(conf)], folder / "redis.log", cwd=folder).start()
     try:
         process.wait_for_port(port)
@@ -259,8 +287,7 @@ def test_a_source_with_twenty_databases_round_trips(world: World, redis7: RedisS
         conn(source, 0).flushall()
         result = restore_redis(world, env=env)
         assert result.returncode == 0, result.stderr
-        assert logged(result.stderr, "the RDB holds more databases than the temporary redis-server had; "
-                                     "starting it again")
+        assert logged(result.stderr, "the RDB holds more databases than the temporary redis-server had; starting it again")
         assert {db: data.redis_fingerprint(conn(source, db)) for db in (0, 7, 19)} == before
 
         # A target with 16 databases can't hold db 19: refused before the download.
@@ -313,8 +340,7 @@ def test_force_is_refused_up_front_when_swapdb_is_not_allowed(world: World) -> N
     change_live_data(world.rcli())
     before, layout = data.redis_fingerprint(world.rcli()), dbs_with_keys(world.redis)
     admin = world.rcli(0)
-    admin.acl_setuser("restorer", enabled=True, passwords=["+restorer-pw"], keys=["*"], channels=["*"],
-                      commands=["+@all", "-swapdb"])
+    admin.acl_setuser("restorer", enabled=True, passwords=["+restorer-pw"], keys=["*"], channels=["*"], commands=["+@all", "-swapdb"])
     try:
         url = f"redis://restorer:restorer-pw@127.0.0.1:{world.redis.port}/{world.redis_db}"
         result = restore_redis(world, "--force", env={"REDIS_URL": url})
@@ -419,8 +445,10 @@ def test_force_failing_midway_leaves_the_target_as_it_was(world: World, fault: s
     msg = str(error_of(stderr)["msg"])
     if fault != "SIGTERM":
         assert f"restoring Redis db {world.redis_db} into 127.0.0.1:{world.redis.port} (staged in db" in msg
-        assert {"maxmemory": "OutOfMemoryError: command not allowed when used memory > 'maxmemory'",
-                "extra key before the swap": "the target database holds"}[fault] in msg
+        assert {
+            "maxmemory": "OutOfMemoryError: command not allowed when used memory > 'maxmemory'",
+            "extra key before the swap": "the target database holds",
+        }[fault] in msg
     assert logged(stderr, "partial restore discarded")
     assert data.redis_fingerprint(world.rcli()) == before
     assert dbs_with_keys(world.redis) == layout
@@ -485,6 +513,7 @@ def test_drill_into_redis7_checks_counts_and_content(world: World) -> None:
 
 # Without servers: the pieces the restore decides with.
 
+
 def test_versions_older_than_6_2_are_refused() -> None:
     with pytest.raises(TargetError, match=r"runs 6\.0\.16; the restore supports Redis 6\.2 and newer"):
         redis_ops.require_supported("6.0.16", "h:1")
@@ -493,8 +522,7 @@ def test_versions_older_than_6_2_are_refused() -> None:
 
 
 def test_rdb_versions() -> None:
-    assert [redis_ops.rdb_version(redis_ops.version_of(v)) for v in ("6.2.7", "7.0.15", "7.2.4", "7.4.1", "8.0.2")] \
-        == [9, 10, 11, 12, 12]
+    assert [redis_ops.rdb_version(redis_ops.version_of(v)) for v in ("6.2.7", "7.0.15", "7.2.4", "7.4.1", "8.0.2")] == [9, 10, 11, 12, 12]
 
 
 def test_batches_are_bounded_by_bytes() -> None:
@@ -504,8 +532,7 @@ def test_batches_are_bounded_by_bytes() -> None:
 
 
 def test_keys_are_logged_only_as_a_hash() -> None:
-    assert redis_ops.label(b"user:alice@example.com") == "key sha256:" + hashlib.sha256(
-        b"user:alice@example.com").hexdigest()[:12]
+    assert redis_ops.label(b"user:alice@example.com") == "key sha256:" + hashlib.sha256(b"user:alice@example.com").hexdigest()[:12]
 
 
 def test_helper_databases_from_the_manifest() -> None:

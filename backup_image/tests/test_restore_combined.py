@@ -42,7 +42,8 @@ def diverge(world: World) -> None:
 
 
 def test_a_redis_refusal_after_the_download_leaves_postgres_untouched(
-        pg_server: PostgresServer, redis7: RedisServer, redis8: RedisServer, blob: AzuriteServer) -> None:
+    pg_server: PostgresServer, redis7: RedisServer, redis8: RedisServer, blob: AzuriteServer
+) -> None:
     with make_world(pg_server, redis8, blob) as world:
         # A vector set: Redis 7 can't hold it, which only the loaded RDB shows (after the download).
         world.rcli().execute_command("VADD", "vectors", "VALUES", 3, 0.1, 0.2, 0.3, "element-1")

@@ -47,8 +47,12 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 
 def sessions(world: World, database: str, where: str = "true") -> int:
     """The tool's server sessions (application_name ipa-backup) on `database`."""
-    return int(world.pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' "
-                             f"AND application_name = 'ipa-backup' AND pid <> pg_backend_pid() AND {where}").strip())
+    return int(
+        world.pg.psql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' "
+            f"AND application_name = 'ipa-backup' AND pid <> pg_backend_pid() AND {where}"
+        ).strip()
+    )
 
 
 def keys_per_db(world: World) -> dict[str, int]:
@@ -58,9 +62,13 @@ def keys_per_db(world: World) -> dict[str, int]:
 @contextmanager
 def table_locked(world: World, table: str) -> Iterator[None]:
     """Another session holds ACCESS EXCLUSIVE on `table`: pg_dump waits for it (a dump that hangs)."""
-    psql = subprocess.Popen([str(world.pg.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, **world.pg.env(world.database), "PGAPPNAME": "test-lock"})
+    psql = subprocess.Popen(
+        [str(world.pg.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **world.pg.env(world.database), "PGAPPNAME": "test-lock"},
+    )
     assert psql.stdin is not None and psql.stdout is not None
     psql.stdin.write(f"BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n")
     psql.stdin.flush()
@@ -110,15 +118,15 @@ def test_a_signal_during_a_backup_ends_pg_dump_and_leaves_the_set_incomplete(wor
 
 @pytest.mark.services
 def test_sigterm_during_a_forced_restore_leaves_the_live_database_as_it_was(world: World) -> None:
-    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 200000) i",
-                  world.database)
+    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 200000) i", world.database)
     out = world.backup_ok()
     world.pg.psql("INSERT INTO public.no_pk VALUES ('after the backup', -1)", world.database)
     live_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
     databases_before = world.pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
     work = image_workdir("sigterm-")
-    proc = world.popen("restore", out["set_id"], "--force", "--only", "postgres",
-                       env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)})
+    proc = world.popen(
+        "restore", out["set_id"], "--force", "--only", "postgres", env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)}
+    )
     pg_restore = wait_for_child(proc.pid, "pg_restore")
     os.kill(pg_restore, signal.SIGSTOP)  # holds the restore mid-way, whatever the machine's speed
     children = descendants(proc.pid)
@@ -131,8 +139,11 @@ def test_sigterm_during_a_forced_restore_leaves_the_live_database_as_it_was(worl
     assert world.pg.psql(data.PG_FINGERPRINT, world.database) == live_before
     # The database it restored into beside the live one is gone, with its sessions.
     assert world.pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") == databases_before
-    wait_until(lambda: int(world.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ipa-backup'")) == 0,
-               10, "pg_restore's sessions ended")
+    wait_until(
+        lambda: int(world.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ipa-backup'")) == 0,
+        10,
+        "pg_restore's sessions ended",
+    )
 
 
 @pytest.mark.services
@@ -148,8 +159,9 @@ def test_sigterm_while_the_private_redis_server_runs(world: World) -> None:
     keyspace_before = keys_per_db(world)
     work = image_workdir("sigterm-redis-")
     # --force into the live server: the set's database is restored into an empty one first, then swapped in.
-    proc = world.popen("restore", out["set_id"], "--force", "--only", "redis",
-                       env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)})
+    proc = world.popen(
+        "restore", out["set_id"], "--force", "--only", "redis", env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)}
+    )
     helper = wait_for_child(proc.pid, "redis-server")
     os.kill(helper, signal.SIGSTOP)  # holds the restore while its private redis-server runs
     children = descendants(proc.pid)
@@ -167,8 +179,13 @@ def test_sigterm_while_the_private_redis_server_runs(world: World) -> None:
 def test_sigterm_reaches_the_tool_running_as_pid_1(world: World) -> None:
     """As PID 1 of a PID namespace (a container without an init), a process ignores signals it has no handler for."""
     with table_locked(world, "app.users"):
-        proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", str(IN_IMAGE), "ipa-backup", "backup"],
-                                env={**os.environ, **world.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", str(IN_IMAGE), "ipa-backup", "backup"],
+            env={**os.environ, **world.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for_child(proc.pid, "pg_dump")
         tool = next(pid for pid, (ppid, _) in processes().items() if ppid == proc.pid)
         nspid = next(line for line in Path(f"/proc/{tool}/status").read_text().splitlines() if line.startswith("NSpid:"))

@@ -29,8 +29,9 @@ def error_of(stderr: str) -> dict[str, Any]:
 
 
 def add_bulk(world: World, rows: int = 200_000) -> None:
-    world.pg.psql(f"CREATE TABLE public.bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) AS v "
-                  f"FROM generate_series(1, {rows}) i", world.database)
+    world.pg.psql(
+        f"CREATE TABLE public.bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) AS v FROM generate_series(1, {rows}) i", world.database
+    )
 
 
 def database_exists(world: World, name: str) -> bool:
@@ -119,8 +120,7 @@ def stall_after(proc: Popen[str], proxy: StallingProxy, file: str, min_bytes: in
 def test_the_default_bound_is_under_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     from ipa_backup import config
 
-    for name in ("BACKUP_STORAGE_TIMEOUT_SECONDS", "BACKUP_STORAGE_RETRIES", "BACKUP_UPLOAD_TIMEOUT_SECONDS",
-                 "BACKUP_UPLOAD_RETRIES"):
+    for name in ("BACKUP_STORAGE_TIMEOUT_SECONDS", "BACKUP_STORAGE_RETRIES", "BACKUP_UPLOAD_TIMEOUT_SECONDS", "BACKUP_UPLOAD_RETRIES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BACKUP_CONTAINER", "backups")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
@@ -138,10 +138,17 @@ def test_stalled_storage_fails_a_backup_within_the_bound(world: World) -> None:
     good = world.backup_ok()
     with stalling_proxy(world) as proxy:
         # Bound: 4 s x (1 retry + 1) + 1 s back-off = 9 s.
-        proc = world.popen("backup", env={"AZURE_STORAGE_CONNECTION_STRING": via(world, proxy),
-                                          "BACKUP_STORAGE_TIMEOUT_SECONDS": "4", "BACKUP_STORAGE_RETRIES": "1",
-                                          "BACKUP_BLOCK_SIZE_MB": "1", "BACKUP_UPLOAD_CONCURRENCY": "1",
-                                          "BACKUP_PROGRESS_SECONDS": "0"})
+        proc = world.popen(
+            "backup",
+            env={
+                "AZURE_STORAGE_CONNECTION_STRING": via(world, proxy),
+                "BACKUP_STORAGE_TIMEOUT_SECONDS": "4",
+                "BACKUP_STORAGE_RETRIES": "1",
+                "BACKUP_BLOCK_SIZE_MB": "1",
+                "BACKUP_UPLOAD_CONCURRENCY": "1",
+                "BACKUP_PROGRESS_SECONDS": "0",
+            },
+        )
         head = stall_after(proc, proxy, "postgres.dump.zst", 2_000_000)
         stalled_at = time.monotonic()
         _, stderr = proc.communicate(timeout=120)
@@ -164,10 +171,23 @@ def test_stalled_storage_fails_a_restore_within_the_default_bound(world: World) 
     target = f"{world.database}_stalled"
     with stalling_proxy(world) as proxy:
         # The defaults (the world's older-named settings cleared): 15 s x 3 attempts + 3 s = 48 s.
-        proc = world.popen("restore", out["set_id"], "--pg-database", target, "--only", "postgres",
-                           env={"AZURE_STORAGE_CONNECTION_STRING": via(world, proxy), "BACKUP_UPLOAD_TIMEOUT_SECONDS": "",
-                                "BACKUP_UPLOAD_RETRIES": "", "BACKUP_BLOCK_SIZE_MB": "1", "BACKUP_PROGRESS_SECONDS": "0",
-                                "BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)})
+        proc = world.popen(
+            "restore",
+            out["set_id"],
+            "--pg-database",
+            target,
+            "--only",
+            "postgres",
+            env={
+                "AZURE_STORAGE_CONNECTION_STRING": via(world, proxy),
+                "BACKUP_UPLOAD_TIMEOUT_SECONDS": "",
+                "BACKUP_UPLOAD_RETRIES": "",
+                "BACKUP_BLOCK_SIZE_MB": "1",
+                "BACKUP_PROGRESS_SECONDS": "0",
+                "BACKUP_WORK_DIR": image_path(work),
+                "TMPDIR": image_path(work),
+            },
+        )
         head = stall_after(proc, proxy, "postgres.dump.zst", 2_000_000)
         stalled_at = time.monotonic()
         _, stderr = proc.communicate(timeout=300)
@@ -193,8 +213,14 @@ def test_storage_stalled_from_the_start_fails_within_the_bound(world: World, com
         proxy.stall()
         started = time.monotonic()
         # Bound: 3 s x (1 retry + 1) + 1 s = 7 s.
-        result = world.run(command, env={"AZURE_STORAGE_CONNECTION_STRING": via(world, proxy),
-                                         "BACKUP_STORAGE_TIMEOUT_SECONDS": "3", "BACKUP_STORAGE_RETRIES": "1"})
+        result = world.run(
+            command,
+            env={
+                "AZURE_STORAGE_CONNECTION_STRING": via(world, proxy),
+                "BACKUP_STORAGE_TIMEOUT_SECONDS": "3",
+                "BACKUP_STORAGE_RETRIES": "1",
+            },
+        )
         elapsed = time.monotonic() - started
     assert result.returncode == 4, result.stderr
     msg = str(error_of(result.stderr)["msg"])
@@ -222,7 +248,7 @@ def copy_folder(world: World, source: str, dest: str) -> None:
     c = container(world)
     for blob in c.list_blobs(name_starts_with=f"{source}/"):
         data = c.get_blob_client(blob.name).download_blob().readall()
-        c.get_blob_client(dest + blob.name[len(source):]).upload_blob(data, overwrite=True)
+        c.get_blob_client(dest + blob.name[len(source) :]).upload_blob(data, overwrite=True)
 
 
 def delete_folder(world: World, prefix: str) -> None:
@@ -295,8 +321,9 @@ def test_a_set_moved_to_another_tier_is_refused(world: World) -> None:
     assert both.returncode == 5
     assert f"backup set {out['set_id']} is stored in several tiers" in str(error_of(both.stderr)["msg"])
     delete_folder(world, f"{out['tier']}/{out['set_id']}")
-    assert_refused(world, out["set_id"], f"manifest of set {other}/{out['set_id']} says tier '{out['tier']}', "
-                                         f"but the set is stored under {other}/")
+    assert_refused(
+        world, out["set_id"], f"manifest of set {other}/{out['set_id']} says tier '{out['tier']}', but the set is stored under {other}/"
+    )
 
 
 @pytest.mark.services

@@ -131,22 +131,20 @@ def _ratio(numerator: str, denominator: str) -> str:
 
 def _quantile(q: float, buckets: str, count: str, by: str) -> str:
     """histogram_quantile kept only where observations were counted, so never NaN."""
-    return (
-        f"histogram_quantile({q}, sum by ({by}, le) (rate({buckets}[5m])))\n"
-        f"and on ({by}) (sum by ({by}) (rate({count}[5m])) > 0)"
-    )
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({buckets}[5m])))\nand on ({by}) (sum by ({by}) (rate({count}[5m])) > 0)"
 
 
 # --- recording rules -----------------------------------------------------------------------------
 
+
 def http_recording_rules(settings: Settings) -> list[Rule]:
     rules = [
-        record("ipa:http_requests:rate5m",
-               f"sum by (namespace, handler, method, status) (rate(http_requests_total{{{BACKEND}}}[5m]))"),
+        record("ipa:http_requests:rate5m", f"sum by (namespace, handler, method, status) (rate(http_requests_total{{{BACKEND}}}[5m]))"),
     ]
     for window in ("5m", "1h", "6h"):
-        rules.append(record(f"ipa_namespace:http_requests:rate{window}",
-                            f"sum by (namespace) (rate(http_requests_total{{{BACKEND}}}[{window}]))"))
+        rules.append(
+            record(f"ipa_namespace:http_requests:rate{window}", f"sum by (namespace) (rate(http_requests_total{{{BACKEND}}}[{window}]))")
+        )
     le = le_matcher(settings.latency_slo_threshold_seconds)
     for window in SLO_WINDOWS:
         total = f"sum by (namespace) (rate(http_requests_total{{{BACKEND}}}[{window}]))"
@@ -155,14 +153,12 @@ def http_recording_rules(settings: Settings) -> list[Rule]:
         count = f"sum by (namespace) (rate(http_request_duration_seconds_count{{{BACKEND}}}[{window}]))"
         fast = f'sum by (namespace) (rate(http_request_duration_seconds_bucket{{{BACKEND}, le=~"{le}"}}[{window}]))'
         # slow = all - fast; clamp_min(…, 0) absorbs counter-reset noise between the two series.
-        rules.append(record(f"ipa:http_request_slow:ratio_rate{window}",
-                            f"clamp_min({count} - {fast}, 0)\n/ clamp_min({count}, {TINY})"))
+        rules.append(record(f"ipa:http_request_slow:ratio_rate{window}", f"clamp_min({count} - {fast}, 0)\n/ clamp_min({count}, {TINY})"))
     buckets = f"http_request_duration_seconds_bucket{{{BACKEND}}}"
     count5m = f"http_request_duration_seconds_count{{{BACKEND}}}"
     for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
         rules.append(record(f"ipa:http_request_duration_seconds:{name}_5m", _quantile(q, buckets, count5m, "namespace")))
-    rules.append(record("ipa_handler:http_request_duration_seconds:p95_5m",
-                        _quantile(0.95, buckets, count5m, "namespace, handler")))
+    rules.append(record("ipa_handler:http_request_duration_seconds:p95_5m", _quantile(0.95, buckets, count5m, "namespace, handler")))
     return rules
 
 
@@ -172,18 +168,24 @@ def execution_recording_rules() -> list[Rule]:
     succeeded = f'sum by (namespace, workflow) (rate(ipa_executions_total{{{BACKEND}, status="success"}}[5m]))'
     duration_count = f"sum by (namespace, workflow) (rate(ipa_execution_duration_seconds_count{{{BACKEND}}}[5m]))"
     return [
-        record("ipa:executions:rate5m",
-               f"sum by (namespace, workflow, status) (rate(ipa_executions_total{{{BACKEND}}}[5m]))"),
+        record("ipa:executions:rate5m", f"sum by (namespace, workflow, status) (rate(ipa_executions_total{{{BACKEND}}}[5m]))"),
         record("ipa:execution_failures:ratio_rate5m", _ratio(failed, total)),
         # Success share is undefined without executions: no value rather than a fake 0 or 1.
         record("ipa:execution_success:ratio_rate5m", f"(\n  {succeeded}\n  or 0 * {total}\n)\n/ ({total} > 0)"),
-        record("ipa:execution_duration_seconds:mean_5m",
-               f"sum by (namespace, workflow) (rate(ipa_execution_duration_seconds_sum{{{BACKEND}}}[5m]))\n/ ({duration_count} > 0)"),
-        record("ipa:execution_duration_seconds:p95_5m",
-               _quantile(0.95, f"ipa_execution_duration_seconds_bucket{{{BACKEND}}}",
-                         f"ipa_execution_duration_seconds_count{{{BACKEND}}}", "namespace, workflow")),
-        record("ipa:executions_in_progress:sum",
-               f"sum by (namespace, workflow) (ipa_executions_in_progress{{{BACKEND}}})"),
+        record(
+            "ipa:execution_duration_seconds:mean_5m",
+            f"sum by (namespace, workflow) (rate(ipa_execution_duration_seconds_sum{{{BACKEND}}}[5m]))\n/ ({duration_count} > 0)",
+        ),
+        record(
+            "ipa:execution_duration_seconds:p95_5m",
+            _quantile(
+                0.95,
+                f"ipa_execution_duration_seconds_bucket{{{BACKEND}}}",
+                f"ipa_execution_duration_seconds_count{{{BACKEND}}}",
+                "namespace, workflow",
+            ),
+        ),
+        record("ipa:executions_in_progress:sum", f"sum by (namespace, workflow) (ipa_executions_in_progress{{{BACKEND}}})"),
     ]
 
 
@@ -192,13 +194,18 @@ def claude_recording_rules() -> list[Rule]:
     limited = f'sum by (namespace) (rate(claude_api_errors_total{{{BACKEND}, error_type="rate_limit"}}[5m]))'
     return [
         record("ipa:claude_requests:rate5m", f"sum by (namespace, model) (rate(claude_api_requests_total{{{BACKEND}}}[5m]))"),
-        record("ipa:claude_errors:rate5m",
-               f"sum by (namespace, model, error_type) (rate(claude_api_errors_total{{{BACKEND}}}[5m]))"),
+        record("ipa:claude_errors:rate5m", f"sum by (namespace, model, error_type) (rate(claude_api_errors_total{{{BACKEND}}}[5m]))"),
         record("ipa:claude_tokens:rate5m", f"sum by (namespace, model, type) (rate(claude_tokens_total{{{BACKEND}}}[5m]))"),
         record("ipa:claude_rate_limited:ratio_rate5m", _ratio(limited, requests)),
-        record("ipa:claude_request_duration_seconds:p95_5m",
-               _quantile(0.95, f"claude_api_request_duration_seconds_bucket{{{BACKEND}}}",
-                         f"claude_api_request_duration_seconds_count{{{BACKEND}}}", "namespace, model")),
+        record(
+            "ipa:claude_request_duration_seconds:p95_5m",
+            _quantile(
+                0.95,
+                f"claude_api_request_duration_seconds_bucket{{{BACKEND}}}",
+                f"claude_api_request_duration_seconds_count{{{BACKEND}}}",
+                "namespace, model",
+            ),
+        ),
     ]
 
 
@@ -241,8 +248,7 @@ def cost_recording_rules(settings: Settings) -> list[Rule]:
 
 def backup_recording_rules() -> list[Rule]:
     # The newest backup wins when a target has several series (e.g. after a Pushgateway move).
-    return [record("ipa:backup_age_seconds",
-                   f"min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}}})")]
+    return [record("ipa:backup_age_seconds", f"min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}}})")]
 
 
 def recording_groups(settings: Settings) -> list[Group]:
@@ -257,30 +263,46 @@ def recording_groups(settings: Settings) -> list[Group]:
 
 # --- alerts --------------------------------------------------------------------------------------
 
+
 def _traffic_guard(settings: Settings, window: str = "5m") -> str:
     return f"and on (namespace) ipa_namespace:http_requests:rate{window} >= {_num(settings.min_request_rate)}"
 
 
 def api_alerts(s: Settings) -> list[Rule]:
     return [
-        alert(s, "HighErrorRate",
-              f"ipa:http_request_errors:ratio_rate5m > {_num(s.error_rate_threshold)}\n{_traffic_guard(s)}",
-              "critical", "ipa-backend is answering too many requests with 5xx errors",
-              f"{PERCENT} of ipa-backend requests in namespace {NS} failed with 5xx over the last 5 minutes "
-              f"(threshold {s.error_rate_threshold:.2%}, checked only above {_num(s.min_request_rate)} requests/s).",
-              API, "5m"),
-        alert(s, "HighResponseTime",
-              f"ipa:http_request_duration_seconds:p95_5m > {_num(s.latency_p95_threshold_seconds)}\n{_traffic_guard(s)}",
-              "warning", "ipa-backend responds slowly (p95 latency above the threshold)",
-              f"p95 latency of ipa-backend in namespace {NS} is {VALUE}s over the last 5 minutes "
-              f"(threshold {_num(s.latency_p95_threshold_seconds)}s).",
-              API, "5m"),
-        alert(s, "IpaBackendDown",
-              f'sum(up{{{BACKEND}}}) == 0\nor absent(up{{{BACKEND}}})',
-              "critical", "No ipa-backend target is up",
-              "Prometheus has had no healthy ipa-backend target for 5 minutes (value {{ $value }}: 0 means every target "
-              "fails its scrape, 1 means no target is discovered at all). The API is probably down.",
-              API, "5m"),
+        alert(
+            s,
+            "HighErrorRate",
+            f"ipa:http_request_errors:ratio_rate5m > {_num(s.error_rate_threshold)}\n{_traffic_guard(s)}",
+            "critical",
+            "ipa-backend is answering too many requests with 5xx errors",
+            f"{PERCENT} of ipa-backend requests in namespace {NS} failed with 5xx over the last 5 minutes "
+            f"(threshold {s.error_rate_threshold:.2%}, checked only above {_num(s.min_request_rate)} requests/s).",
+            API,
+            "5m",
+        ),
+        alert(
+            s,
+            "HighResponseTime",
+            f"ipa:http_request_duration_seconds:p95_5m > {_num(s.latency_p95_threshold_seconds)}\n{_traffic_guard(s)}",
+            "warning",
+            "ipa-backend responds slowly (p95 latency above the threshold)",
+            f"p95 latency of ipa-backend in namespace {NS} is {VALUE}s over the last 5 minutes "
+            f"(threshold {_num(s.latency_p95_threshold_seconds)}s).",
+            API,
+            "5m",
+        ),
+        alert(
+            s,
+            "IpaBackendDown",
+            f"sum(up{{{BACKEND}}}) == 0\nor absent(up{{{BACKEND}}})",
+            "critical",
+            "No ipa-backend target is up",
+            "Prometheus has had no healthy ipa-backend target for 5 minutes (value {{ $value }}: 0 means every target "
+            "fails its scrape, 1 means no target is discovered at all). The API is probably down.",
+            API,
+            "5m",
+        ),
     ]
 
 
@@ -288,8 +310,12 @@ def slo_alerts(s: Settings) -> list[Rule]:
     rules = []
     specs = (
         ("Error", "ipa:http_request_errors:ratio_rate", 1 - s.availability_slo, f"availability objective {s.availability_slo:.2%}"),
-        ("Latency", "ipa:http_request_slow:ratio_rate", 1 - s.latency_slo,
-         f"latency objective {s.latency_slo:.2%} of requests under {_num(s.latency_slo_threshold_seconds)}s"),
+        (
+            "Latency",
+            "ipa:http_request_slow:ratio_rate",
+            1 - s.latency_slo,
+            f"latency objective {s.latency_slo:.2%} of requests under {_num(s.latency_slo_threshold_seconds)}s",
+        ),
     )
     for kind, metric, budget, objective in specs:
         for speed, burns, severity, for_, guard_window in (
@@ -303,13 +329,20 @@ def slo_alerts(s: Settings) -> list[Rule]:
             expr = "(\n" + "\nor\n".join(clauses) + f"\n)\n{_traffic_guard(s, guard_window)}"
             pairs = " or ".join(f"{r:g}x over {lw} and {sw}" for lw, sw, r in burns)
             name = f"IpaBackend{kind}BudgetBurn{speed}"
-            rules.append(alert(
-                s, name, expr, severity,
-                f"ipa-backend is burning its {'' if kind == 'Error' else kind.lower() + ' '}error budget {'fast' if speed == 'Fast' else 'steadily'}",
-                f"ipa-backend in namespace {NS} spends the error budget of its {objective} at {pairs} the sustainable rate "
-                f"(current bad-request share {PERCENT}). At this pace the budget is gone "
-                f"{'within days' if speed == 'Fast' else 'before the month ends'}.",
-                API, for_))
+            rules.append(
+                alert(
+                    s,
+                    name,
+                    expr,
+                    severity,
+                    f"ipa-backend is burning its {'' if kind == 'Error' else kind.lower() + ' '}error budget {'fast' if speed == 'Fast' else 'steadily'}",
+                    f"ipa-backend in namespace {NS} spends the error budget of its {objective} at {pairs} the sustainable rate "
+                    f"(current bad-request share {PERCENT}). At this pace the budget is gone "
+                    f"{'within days' if speed == 'Fast' else 'before the month ends'}.",
+                    API,
+                    for_,
+                )
+            )
     return rules
 
 
@@ -317,57 +350,91 @@ def execution_alerts(s: Settings) -> list[Rule]:
     stuck = f"{s.execution_stuck_minutes}m"
     limit = s.execution_concurrency_limit
     return [
-        alert(s, "ExecutionFailureRateHigh",
-              f"ipa:execution_failures:ratio_rate5m > {_num(s.execution_failure_ratio_threshold)}\n"
-              f"and on (namespace, workflow) sum by (namespace, workflow) (ipa:executions:rate5m) >= {_num(s.min_execution_rate)}",
-              "warning", "Many workflow executions fail or time out",
-              f"{PERCENT} of executions of workflow {{{{ $labels.workflow }}}} in namespace {NS} failed or timed out over "
-              f"the last 5 minutes (threshold {s.execution_failure_ratio_threshold:.0%}).",
-              EXECUTIONS, "10m"),
-        alert(s, "ExecutionsStuck",
-              f"sum by (namespace, workflow) (min_over_time(ipa_executions_in_progress{{{BACKEND}}}[{stuck}])) > 0\n"
-              f"unless on (namespace, workflow) (sum by (namespace, workflow) (increase(ipa_executions_total{{{BACKEND}}}[{stuck}])) > 0)",
-              "warning", "Workflow executions are in progress but none completes",
-              f"Workflow {{{{ $labels.workflow }}}} in namespace {NS} has had at least {VALUE} execution(s) in progress "
-              f"for {s.execution_stuck_minutes} minutes without a single one finishing.",
-              EXECUTIONS, "5m"),
-        alert(s, "ExecutionConcurrencySaturated",
-              f"sum by (namespace, pod) (ipa_executions_in_progress{{{BACKEND}}}) >= {_num(CONCURRENCY_SATURATION * limit)}",
-              "warning", "An ipa-backend pod runs executions at its concurrency limit",
-              f"Pod {{{{ $labels.pod }}}} in namespace {NS} runs {VALUE} executions at once; its limit is {limit} "
-              f"(alert at {CONCURRENCY_SATURATION:.0%}). New executions queue.",
-              EXECUTIONS, "15m"),
+        alert(
+            s,
+            "ExecutionFailureRateHigh",
+            f"ipa:execution_failures:ratio_rate5m > {_num(s.execution_failure_ratio_threshold)}\n"
+            f"and on (namespace, workflow) sum by (namespace, workflow) (ipa:executions:rate5m) >= {_num(s.min_execution_rate)}",
+            "warning",
+            "Many workflow executions fail or time out",
+            f"{PERCENT} of executions of workflow {{{{ $labels.workflow }}}} in namespace {NS} failed or timed out over "
+            f"the last 5 minutes (threshold {s.execution_failure_ratio_threshold:.0%}).",
+            EXECUTIONS,
+            "10m",
+        ),
+        alert(
+            s,
+            "ExecutionsStuck",
+            f"sum by (namespace, workflow) (min_over_time(ipa_executions_in_progress{{{BACKEND}}}[{stuck}])) > 0\n"
+            f"unless on (namespace, workflow) (sum by (namespace, workflow) (increase(ipa_executions_total{{{BACKEND}}}[{stuck}])) > 0)",
+            "warning",
+            "Workflow executions are in progress but none completes",
+            f"Workflow {{{{ $labels.workflow }}}} in namespace {NS} has had at least {VALUE} execution(s) in progress "
+            f"for {s.execution_stuck_minutes} minutes without a single one finishing.",
+            EXECUTIONS,
+            "5m",
+        ),
+        alert(
+            s,
+            "ExecutionConcurrencySaturated",
+            f"sum by (namespace, pod) (ipa_executions_in_progress{{{BACKEND}}}) >= {_num(CONCURRENCY_SATURATION * limit)}",
+            "warning",
+            "An ipa-backend pod runs executions at its concurrency limit",
+            f"Pod {{{{ $labels.pod }}}} in namespace {NS} runs {VALUE} executions at once; its limit is {limit} "
+            f"(alert at {CONCURRENCY_SATURATION:.0%}). New executions queue.",
+            EXECUTIONS,
+            "15m",
+        ),
     ]
 
 
 def claude_alerts(s: Settings) -> list[Rule]:
-    claude_traffic = (f"and on (namespace) sum by (namespace) (ipa:claude_requests:rate5m) >= {_num(s.min_request_rate)}")
+    claude_traffic = f"and on (namespace) sum by (namespace) (ipa:claude_requests:rate5m) >= {_num(s.min_request_rate)}"
     return [
-        alert(s, "ClaudeAPIErrors",
-              f"sum by (namespace) (ipa:claude_errors:rate5m) > {_num(s.claude_error_rate_threshold)}",
-              "critical", "Calls to the Claude API are failing",
-              f"ipa-backend in namespace {NS} gets {VALUE} Claude API errors per second "
-              f"(threshold {_num(s.claude_error_rate_threshold)}/s).",
-              CLAUDE, "2m"),
-        alert(s, "ClaudeRateLimited",
-              f"ipa:claude_rate_limited:ratio_rate5m > {_num(s.claude_rate_limited_ratio_threshold)}\n{claude_traffic}",
-              "warning", "Many Claude API calls are rate-limited",
-              f"{PERCENT} of Claude API calls from namespace {NS} were rejected with rate_limit over the last 5 minutes "
-              f"(threshold {s.claude_rate_limited_ratio_threshold:.0%}).",
-              CLAUDE, "5m"),
-        alert(s, "ClaudeHighLatency",
-              f"ipa:claude_request_duration_seconds:p95_5m > {_num(s.claude_latency_p95_threshold_seconds)}\n"
-              f"and on (namespace, model) ipa:claude_requests:rate5m >= {_num(s.min_request_rate)}",
-              "warning", "Claude API calls are slow",
-              f"p95 latency of Claude API calls to model {{{{ $labels.model }}}} from namespace {NS} is {VALUE}s "
-              f"(threshold {_num(s.claude_latency_p95_threshold_seconds)}s).",
-              CLAUDE, "10m"),
-        alert(s, "ClaudeCostBudgetExceeded",
-              f"sum by (namespace) (ipa:claude_cost_usd:increase24h) > {_num(s.claude_daily_budget_usd)}",
-              "warning", "Estimated Claude spend over the last 24 hours is above the daily budget",
-              f"ipa-backend in namespace {NS} spent an estimated {{{{ $value | printf \"%.2f\" }}}} USD on the Claude API "
-              f"over the last 24 hours; the daily budget is {_num(s.claude_daily_budget_usd)} USD.",
-              CLAUDE, "15m"),
+        alert(
+            s,
+            "ClaudeAPIErrors",
+            f"sum by (namespace) (ipa:claude_errors:rate5m) > {_num(s.claude_error_rate_threshold)}",
+            "critical",
+            "Calls to the Claude API are failing",
+            f"ipa-backend in namespace {NS} gets {VALUE} Claude API errors per second (threshold {_num(s.claude_error_rate_threshold)}/s).",
+            CLAUDE,
+            "2m",
+        ),
+        alert(
+            s,
+            "ClaudeRateLimited",
+            f"ipa:claude_rate_limited:ratio_rate5m > {_num(s.claude_rate_limited_ratio_threshold)}\n{claude_traffic}",
+            "warning",
+            "Many Claude API calls are rate-limited",
+            f"{PERCENT} of Claude API calls from namespace {NS} were rejected with rate_limit over the last 5 minutes "
+            f"(threshold {s.claude_rate_limited_ratio_threshold:.0%}).",
+            CLAUDE,
+            "5m",
+        ),
+        alert(
+            s,
+            "ClaudeHighLatency",
+            f"ipa:claude_request_duration_seconds:p95_5m > {_num(s.claude_latency_p95_threshold_seconds)}\n"
+            f"and on (namespace, model) ipa:claude_requests:rate5m >= {_num(s.min_request_rate)}",
+            "warning",
+            "Claude API calls are slow",
+            f"p95 latency of Claude API calls to model {{{{ $labels.model }}}} from namespace {NS} is {VALUE}s "
+            f"(threshold {_num(s.claude_latency_p95_threshold_seconds)}s).",
+            CLAUDE,
+            "10m",
+        ),
+        alert(
+            s,
+            "ClaudeCostBudgetExceeded",
+            f"sum by (namespace) (ipa:claude_cost_usd:increase24h) > {_num(s.claude_daily_budget_usd)}",
+            "warning",
+            "Estimated Claude spend over the last 24 hours is above the daily budget",
+            f'ipa-backend in namespace {NS} spent an estimated {{{{ $value | printf "%.2f" }}}} USD on the Claude API '
+            f"over the last 24 hours; the daily budget is {_num(s.claude_daily_budget_usd)} USD.",
+            CLAUDE,
+            "15m",
+        ),
     ]
 
 
@@ -384,116 +451,191 @@ def backup_alerts(s: Settings) -> list[Rule]:
     )
     drill_period = (s.restore_drill_period_days + 1) * 86400
     return [
-        alert(s, "BackupTooOld",
-              f'min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target=~"{targets}"}}) > {rpo}'
-              f"{missing}",
-              "critical", "The newest successful backup is older than the RPO, or its metric is missing",
-              f"The newest successful {{{{ $labels.target }}}} backup captured data {DURATION} ago; the RPO is "
-              f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric has been missing for "
-              f"{BACKUP_MISSING_GRACE}.",
-              BACKUP_DR),
-        alert(s, "BackupJobFailed",
-              f'max by (namespace, job_name) (kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
-              f"and on (namespace, job_name)\n"
-              f'  (time() - max by (namespace, job_name) (kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
-              "warning", "A backup Job failed",
-              f"Backup Job {{{{ $labels.job_name }}}} in namespace {{{{ $labels.namespace }}}} failed ({VALUE} failed pod(s)) "
-              f"within the last 24 hours.",
-              BACKUP_DR),
-        alert(s, "RestoreDrillFailed",
-              f"time() - max(ipa_restore_drill_last_success_timestamp_seconds{{{BACKUP}}}) > {drill_period}\n"
-              f"or absent(ipa_restore_drill_last_success_timestamp_seconds{{{BACKUP}}})",
-              "critical", "No successful restore drill within its period",
-              f"The last successful restore drill finished {DURATION} ago (1 means never recorded); one must succeed "
-              f"every {s.restore_drill_period_days} days, plus a day of grace.",
-              BACKUP_DR, "30m"),
-        alert(s, "RestoreTooSlow",
-              f"max by (target) (ipa_restore_drill_duration_seconds{{{BACKUP}}}) > {_num(s.rto_target_minutes * 60 / 2)}",
-              "warning", "The last restore drill took more than half the RTO",
-              f"Restoring {{{{ $labels.target }}}} took {DURATION} in the last drill; the RTO is {s.rto_target_minutes} minutes "
-              f"and a restore may use at most half of it.",
-              BACKUP_DR),
-        alert(s, "PushgatewayDown",
-              'max(up{job=~".*pushgateway.*"}) == 0\nor absent(up{job=~".*pushgateway.*"})',
-              "warning", "The Pushgateway is down: backup and drill metrics cannot arrive",
-              "Prometheus cannot scrape the Pushgateway (value {{ $value }}). Backup and restore-drill results are not "
-              "recorded; BackupTooOld and RestoreDrillFailed will follow.",
-              BACKUP_DR, "10m"),
+        alert(
+            s,
+            "BackupTooOld",
+            f'min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target=~"{targets}"}}) > {rpo}{missing}',
+            "critical",
+            "The newest successful backup is older than the RPO, or its metric is missing",
+            f"The newest successful {{{{ $labels.target }}}} backup captured data {DURATION} ago; the RPO is "
+            f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric has been missing for "
+            f"{BACKUP_MISSING_GRACE}.",
+            BACKUP_DR,
+        ),
+        alert(
+            s,
+            "BackupJobFailed",
+            f'max by (namespace, job_name) (kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
+            f"and on (namespace, job_name)\n"
+            f'  (time() - max by (namespace, job_name) (kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
+            "warning",
+            "A backup Job failed",
+            f"Backup Job {{{{ $labels.job_name }}}} in namespace {{{{ $labels.namespace }}}} failed ({VALUE} failed pod(s)) "
+            f"within the last 24 hours.",
+            BACKUP_DR,
+        ),
+        alert(
+            s,
+            "RestoreDrillFailed",
+            f"time() - max(ipa_restore_drill_last_success_timestamp_seconds{{{BACKUP}}}) > {drill_period}\n"
+            f"or absent(ipa_restore_drill_last_success_timestamp_seconds{{{BACKUP}}})",
+            "critical",
+            "No successful restore drill within its period",
+            f"The last successful restore drill finished {DURATION} ago (1 means never recorded); one must succeed "
+            f"every {s.restore_drill_period_days} days, plus a day of grace.",
+            BACKUP_DR,
+            "30m",
+        ),
+        alert(
+            s,
+            "RestoreTooSlow",
+            f"max by (target) (ipa_restore_drill_duration_seconds{{{BACKUP}}}) > {_num(s.rto_target_minutes * 60 / 2)}",
+            "warning",
+            "The last restore drill took more than half the RTO",
+            f"Restoring {{{{ $labels.target }}}} took {DURATION} in the last drill; the RTO is {s.rto_target_minutes} minutes "
+            f"and a restore may use at most half of it.",
+            BACKUP_DR,
+        ),
+        alert(
+            s,
+            "PushgatewayDown",
+            'max(up{job=~".*pushgateway.*"}) == 0\nor absent(up{job=~".*pushgateway.*"})',
+            "warning",
+            "The Pushgateway is down: backup and drill metrics cannot arrive",
+            "Prometheus cannot scrape the Pushgateway (value {{ $value }}). Backup and restore-drill results are not "
+            "recorded; BackupTooOld and RestoreDrillFailed will follow.",
+            BACKUP_DR,
+            "10m",
+        ),
     ]
 
 
 def platform_alerts(s: Settings) -> list[Rule]:
     ns = f'namespace="{s.backend_namespace}"'
-    volumes = (f'namespace=~"{s.monitoring_namespace}|{s.backend_namespace}", '
-               f'persistentvolumeclaim=~"prometheus-.*|.*postgres.*"')
+    volumes = f'namespace=~"{s.monitoring_namespace}|{s.backend_namespace}", persistentvolumeclaim=~"prometheus-.*|.*postgres.*"'
     pod = "{{ $labels.pod }}"
     return [
-        alert(s, "IpaBackendPodRestarting",
-              on_backend_pods(f"increase(kube_pod_container_status_restarts_total{{{ns}}}[1h])", s.backend_namespace)
-              + f"\n> {POD_RESTARTS_PER_HOUR}",
-              "warning", "An ipa-backend container restarts repeatedly",
-              f"Container {{{{ $labels.container }}}} of pod {pod} restarted {VALUE} times in the last hour.",
-              SYSTEM),
-        alert(s, "IpaBackendCrashLooping",
-              on_backend_pods(f'max_over_time(kube_pod_container_status_waiting_reason{{{ns}, reason="CrashLoopBackOff"}}[5m])',
-                              s.backend_namespace)
-              + "\n>= 1",
-              "warning", "An ipa-backend container is crash-looping",
-              f"Container {{{{ $labels.container }}}} of pod {pod} has been in CrashLoopBackOff for 10 minutes.",
-              SYSTEM, "10m"),
-        alert(s, "IpaBackendMemoryNearLimit",
-              "(\n"
-              + on_backend_pods(f'sum by (namespace, pod, container) (container_memory_working_set_bytes{{{ns}, container!="", container!="POD"}})',
-                                s.backend_namespace)
-              + f'\n)\n/ sum by (namespace, pod, container) (kube_pod_container_resource_limits{{{ns}, resource="memory"}} > 0)\n'
-              f"> {_num(MEMORY_NEAR_LIMIT)}",
-              "warning", "An ipa-backend container is close to its memory limit",
-              f"Container {{{{ $labels.container }}}} of pod {pod} uses {PERCENT} of its memory limit; it will be OOM-killed at 100 %.",
-              SYSTEM, "15m"),
-        alert(s, "PersistentVolumeFillingUp",
-              f"kubelet_volume_stats_available_bytes{{{volumes}}}\n/ (kubelet_volume_stats_capacity_bytes{{{volumes}}} > 0)\n"
-              f"< {_num(VOLUME_FREE_MIN)}",
-              "warning", "A Prometheus or PostgreSQL volume is almost full",
-              f"Volume claim {{{{ $labels.persistentvolumeclaim }}}} in namespace {NS} has only {PERCENT} free space.",
-              SYSTEM, "5m"),
-        alert(s, "PostgresDown",
-              "pg_up == 0\nor absent(pg_up)",
-              "critical", "PostgreSQL is down or its exporter is gone",
-              "postgres-exporter reports pg_up={{ $value }} for {{ $labels.instance }} (1 with no instance label: no "
-              "exporter data at all). The IPA backend cannot read or write its state.",
-              SYSTEM, "5m"),
-        alert(s, "PostgresTooManyConnections",
-              "sum by (instance) (pg_stat_activity_count)\n/ on (instance) (max by (instance) (pg_settings_max_connections) > 0)\n"
-              f"> {_num(CONNECTIONS_NEAR_LIMIT)}",
-              "warning", "PostgreSQL connections are near max_connections",
-              f"PostgreSQL {{{{ $labels.instance }}}} uses {PERCENT} of max_connections; new connections will be refused at 100 %.",
-              SYSTEM, "10m"),
-        alert(s, "PostgresReplicationLag",
-              f"max by (instance) (pg_replication_lag_seconds) > {POSTGRES_REPLICATION_LAG_SECONDS}",
-              "warning", "A PostgreSQL replica lags behind the primary",
-              f"Replica {{{{ $labels.instance }}}} is {DURATION} behind the primary (threshold {POSTGRES_REPLICATION_LAG_SECONDS}s).",
-              SYSTEM, "10m"),
-        alert(s, "RedisDown",
-              "redis_up == 0\nor absent(redis_up)",
-              "critical", "Redis is down or its exporter is gone",
-              "redis-exporter reports redis_up={{ $value }} for {{ $labels.instance }} (1 with no instance label: no "
-              "exporter data at all).",
-              SYSTEM, "5m"),
-        alert(s, "RedisMemoryNearLimit",
-              f"redis_memory_used_bytes / on (instance) (redis_memory_max_bytes > 0) > {_num(REDIS_MEMORY_NEAR_MAX)}",
-              "warning", "Redis memory is near maxmemory",
-              f"Redis {{{{ $labels.instance }}}} uses {PERCENT} of maxmemory; it will evict keys or refuse writes.",
-              SYSTEM, "10m"),
-        alert(s, "RedisTooManyConnections",
-              f"redis_connected_clients / on (instance) (redis_config_maxclients > 0) > {_num(CONNECTIONS_NEAR_LIMIT)}",
-              "warning", "Redis client connections are near maxclients",
-              f"Redis {{{{ $labels.instance }}}} serves {PERCENT} of maxclients.",
-              SYSTEM, "10m"),
-        alert(s, "RedisRejectingConnections",
-              "increase(redis_rejected_connections_total[5m]) > 0",
-              "warning", "Redis rejects client connections",
-              f"Redis {{{{ $labels.instance }}}} rejected {VALUE} connections in the last 5 minutes (maxclients reached).",
-              SYSTEM),
+        alert(
+            s,
+            "IpaBackendPodRestarting",
+            on_backend_pods(f"increase(kube_pod_container_status_restarts_total{{{ns}}}[1h])", s.backend_namespace)
+            + f"\n> {POD_RESTARTS_PER_HOUR}",
+            "warning",
+            "An ipa-backend container restarts repeatedly",
+            f"Container {{{{ $labels.container }}}} of pod {pod} restarted {VALUE} times in the last hour.",
+            SYSTEM,
+        ),
+        alert(
+            s,
+            "IpaBackendCrashLooping",
+            on_backend_pods(
+                f'max_over_time(kube_pod_container_status_waiting_reason{{{ns}, reason="CrashLoopBackOff"}}[5m])', s.backend_namespace
+            )
+            + "\n>= 1",
+            "warning",
+            "An ipa-backend container is crash-looping",
+            f"Container {{{{ $labels.container }}}} of pod {pod} has been in CrashLoopBackOff for 10 minutes.",
+            SYSTEM,
+            "10m",
+        ),
+        alert(
+            s,
+            "IpaBackendMemoryNearLimit",
+            "(\n"
+            + on_backend_pods(
+                f'sum by (namespace, pod, container) (container_memory_working_set_bytes{{{ns}, container!="", container!="POD"}})',
+                s.backend_namespace,
+            )
+            + f'\n)\n/ sum by (namespace, pod, container) (kube_pod_container_resource_limits{{{ns}, resource="memory"}} > 0)\n'
+            f"> {_num(MEMORY_NEAR_LIMIT)}",
+            "warning",
+            "An ipa-backend container is close to its memory limit",
+            f"Container {{{{ $labels.container }}}} of pod {pod} uses {PERCENT} of its memory limit; it will be OOM-killed at 100 %.",
+            SYSTEM,
+            "15m",
+        ),
+        alert(
+            s,
+            "PersistentVolumeFillingUp",
+            f"kubelet_volume_stats_available_bytes{{{volumes}}}\n/ (kubelet_volume_stats_capacity_bytes{{{volumes}}} > 0)\n"
+            f"< {_num(VOLUME_FREE_MIN)}",
+            "warning",
+            "A Prometheus or PostgreSQL volume is almost full",
+            f"Volume claim {{{{ $labels.persistentvolumeclaim }}}} in namespace {NS} has only {PERCENT} free space.",
+            SYSTEM,
+            "5m",
+        ),
+        alert(
+            s,
+            "PostgresDown",
+            "pg_up == 0\nor absent(pg_up)",
+            "critical",
+            "PostgreSQL is down or its exporter is gone",
+            "postgres-exporter reports pg_up={{ $value }} for {{ $labels.instance }} (1 with no instance label: no "
+            "exporter data at all). The IPA backend cannot read or write its state.",
+            SYSTEM,
+            "5m",
+        ),
+        alert(
+            s,
+            "PostgresTooManyConnections",
+            "sum by (instance) (pg_stat_activity_count)\n/ on (instance) (max by (instance) (pg_settings_max_connections) > 0)\n"
+            f"> {_num(CONNECTIONS_NEAR_LIMIT)}",
+            "warning",
+            "PostgreSQL connections are near max_connections",
+            f"PostgreSQL {{{{ $labels.instance }}}} uses {PERCENT} of max_connections; new connections will be refused at 100 %.",
+            SYSTEM,
+            "10m",
+        ),
+        alert(
+            s,
+            "PostgresReplicationLag",
+            f"max by (instance) (pg_replication_lag_seconds) > {POSTGRES_REPLICATION_LAG_SECONDS}",
+            "warning",
+            "A PostgreSQL replica lags behind the primary",
+            f"Replica {{{{ $labels.instance }}}} is {DURATION} behind the primary (threshold {POSTGRES_REPLICATION_LAG_SECONDS}s).",
+            SYSTEM,
+            "10m",
+        ),
+        alert(
+            s,
+            "RedisDown",
+            "redis_up == 0\nor absent(redis_up)",
+            "critical",
+            "Redis is down or its exporter is gone",
+            "redis-exporter reports redis_up={{ $value }} for {{ $labels.instance }} (1 with no instance label: no exporter data at all).",
+            SYSTEM,
+            "5m",
+        ),
+        alert(
+            s,
+            "RedisMemoryNearLimit",
+            f"redis_memory_used_bytes / on (instance) (redis_memory_max_bytes > 0) > {_num(REDIS_MEMORY_NEAR_MAX)}",
+            "warning",
+            "Redis memory is near maxmemory",
+            f"Redis {{{{ $labels.instance }}}} uses {PERCENT} of maxmemory; it will evict keys or refuse writes.",
+            SYSTEM,
+            "10m",
+        ),
+        alert(
+            s,
+            "RedisTooManyConnections",
+            f"redis_connected_clients / on (instance) (redis_config_maxclients > 0) > {_num(CONNECTIONS_NEAR_LIMIT)}",
+            "warning",
+            "Redis client connections are near maxclients",
+            f"Redis {{{{ $labels.instance }}}} serves {PERCENT} of maxclients.",
+            SYSTEM,
+            "10m",
+        ),
+        alert(
+            s,
+            "RedisRejectingConnections",
+            "increase(redis_rejected_connections_total[5m]) > 0",
+            "warning",
+            "Redis rejects client connections",
+            f"Redis {{{{ $labels.instance }}}} rejected {VALUE} connections in the last 5 minutes (maxclients reached).",
+            SYSTEM,
+        ),
     ]
 
 

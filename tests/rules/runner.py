@@ -44,7 +44,11 @@ def run_promtool(test_files: list[Path], timeout: float = 300) -> subprocess.Com
     """`promtool test rules`; its report (failures go to stderr) comes back merged in .stdout."""
     return subprocess.run(
         [tool("promtool"), "test", "rules", *map(str, test_files)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
