@@ -126,7 +126,8 @@ def build(settings: Settings) -> dict[str, Any]:
         graph(
             settings,
             "5xx error ratio",
-            f"Share of 5xx responses, live and as the 5m recording rule the alerts use; the dashed line is the HighErrorRate threshold ({error_limit:.1%}).",
+            "Share of 5xx responses, live and as the 5m recording rule the alerts use; the dashed line is the "
+            f"HighErrorRate threshold ({error_limit:.1%}).",
             "percentunit",
             [
                 Query(f"sum(rate({ERRORS_5XX}[$__rate_interval])) / (sum(rate({REQUESTS}[$__rate_interval])) > 0)", "5xx share"),
@@ -221,7 +222,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Availability error budget left (3d)",
-            f"Share of the availability error budget ({error_budget:.2%} of requests) not yet spent over the last 3 days; below 0 the objective is missed.",
+            f"Share of the availability error budget ({error_budget:.2%} of requests) not yet spent over the last 3 days; "
+            "below 0 the objective is missed.",
             "percentunit",
             Query(f"1 - ipa:http_request_errors:ratio_rate3d{{{RULES}}} / {error_budget:g}"),
             steps((None, "red"), (0, "orange"), (0.25, "green")),
@@ -233,7 +235,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Fast requests (1d)",
-            f"Share of requests faster than {settings.latency_slo_threshold_seconds:g}s over the last day; objective {settings.latency_slo:.2%}.",
+            f"Share of requests faster than {settings.latency_slo_threshold_seconds:g}s over the last day; objective "
+            f"{settings.latency_slo:.2%}.",
             "percentunit",
             Query(f"1 - ipa:http_request_slow:ratio_rate1d{{{RULES}}}"),
             floor_steps(settings.latency_slo),
@@ -247,7 +250,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Latency error budget left (3d)",
-            f"Share of the latency error budget ({latency_budget:.2%} of requests may be slower than {settings.latency_slo_threshold_seconds:g}s) not yet spent over the last 3 days.",
+            f"Share of the latency error budget ({latency_budget:.2%} of requests may be slower than "
+            f"{settings.latency_slo_threshold_seconds:g}s) not yet spent over the last 3 days.",
             "percentunit",
             Query(f"1 - ipa:http_request_slow:ratio_rate3d{{{RULES}}} / {latency_budget:g}"),
             steps((None, "red"), (0, "orange"), (0.25, "green")),
@@ -259,7 +263,8 @@ def build(settings: Settings) -> dict[str, Any]:
         graph(
             settings,
             "Availability budget burn rate",
-            "How many times faster than sustainable the error budget is spent, per window. 1 spends the budget exactly over the SLO period; "
+            "How many times faster than sustainable the error budget is spent, per window. 1 spends the budget exactly "
+            "over the SLO period; "
             f"{' and '.join(f'{f:g}' for f in factors)} are the multiwindow alert factors.",
             "none",
             [Query(f"ipa:http_request_errors:ratio_rate{window}{{{RULES}}} / {error_budget:g}", window) for window in SLO_WINDOWS],

@@ -52,7 +52,8 @@ def build(settings: Settings) -> dict[str, Any]:
         bars(
             settings,
             "Newest backup age",
-            f"How old the data of the newest successful backup is, per target; BackupTooOld fires above the RPO ({settings.rpo_target_minutes} min).",
+            "How old the data of the newest successful backup is, per target; BackupTooOld fires above the RPO "
+            f"({settings.rpo_target_minutes} min).",
             "s",
             Query('max by (target) (ipa:backup_age_seconds{target=~"$target"})', "{{target}}", instant=True),
             limit_steps(0.75 * rpo, rpo),
@@ -159,7 +160,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Last successful drill",
-            f"Time since the last restore drill succeeded; RestoreDrillFailed fires after {settings.restore_drill_period_days} days plus one.",
+            "Time since the last restore drill succeeded; RestoreDrillFailed fires after "
+            f"{settings.restore_drill_period_days} days plus one.",
             "s",
             Query(f'time() - max(ipa_restore_drill_last_success_timestamp_seconds{{job="{BACKUP_JOB}"}})'),
             limit_steps(drill_period, drill_period + 86400),
@@ -171,7 +173,8 @@ def build(settings: Settings) -> dict[str, Any]:
         bars(
             settings,
             "Restore time vs RTO",
-            f"How long the last drill took to restore each target; RestoreTooSlow fires above half the RTO ({settings.rto_target_minutes / 2:g} min), red at the RTO.",
+            "How long the last drill took to restore each target; RestoreTooSlow fires above half the RTO "
+            f"({settings.rto_target_minutes / 2:g} min), red at the RTO.",
             "s",
             Query(f"max by (target) (ipa_restore_drill_duration_seconds{{{PUSHED}}})", "{{target}}", instant=True),
             limit_steps(rto / 2, rto),

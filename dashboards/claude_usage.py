@@ -109,7 +109,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Projected month (est.)",
-            f"The last hour's spend rate extended to a month ({HOURS_PER_MONTH} h); the monthly budget is the daily one times {HOURS_PER_MONTH / 24:g} (${month_budget:,.0f}).",
+            f"The last hour's spend rate extended to a month ({HOURS_PER_MONTH} h); the monthly budget is the daily one "
+            f"times {HOURS_PER_MONTH / 24:g} (${month_budget:,.0f}).",
             "currencyUSD",
             Query(f"{cost_hour} * {HOURS_PER_MONTH}"),
             limit_steps(0.8 * month_budget, month_budget),
@@ -149,7 +150,8 @@ def build(settings: Settings) -> dict[str, Any]:
         graph(
             settings,
             "Errors by type",
-            f"Failed Claude API calls per second by error type; dashed line: the ClaudeAPIErrors threshold ({settings.claude_error_rate_threshold:g}/s in total).",
+            "Failed Claude API calls per second by error type; dashed line: the ClaudeAPIErrors threshold "
+            f"({settings.claude_error_rate_threshold:g}/s in total).",
             "reqps",
             [
                 Query(_rate(errors, "error_type"), "{{error_type}}"),
@@ -232,7 +234,8 @@ def build(settings: Settings) -> dict[str, Any]:
         graph(
             settings,
             "Estimated cost per hour by model",
-            f"USD per hour by model from the token rates and the price table; dashed line: the daily budget spread over 24 hours (${budget / 24:.2f}/h).",
+            "USD per hour by model from the token rates and the price table; dashed line: the daily budget spread over "
+            f"24 hours (${budget / 24:.2f}/h).",
             "currencyUSD",
             [Query(f"sum by (model) (ipa:claude_cost_usd:rate1h{{{RULE_SELECTOR}}})", "{{model}}")],
             limit_steps(None, budget / 24),
@@ -265,7 +268,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Tokens at the default price",
-            f"Tokens per second of models missing from the price table ({known}); their cost is estimated with the default price. {default_text}",
+            f"Tokens per second of models missing from the price table ({known}); their cost is estimated with the "
+            f"default price. {default_text}",
             "suffix: tok/s",
             Query(f'sum(rate(claude_tokens_total{{{BACKEND}, model!~"{known}"}}[$__rate_interval])) or vector(0)'),
             steps((None, "green"), (1e-9, "orange")),

@@ -264,7 +264,7 @@ def graph(
     max_value: float | None = None,
 ) -> timeseries.Panel:
     """A time series; thresholds, when given, are drawn as dashed lines."""
-    panel = _common(timeseries.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
+    panel: timeseries.Panel = _common(timeseries.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
     panel = (
         panel.legend(
             common_builders.VizLegendOptions()
@@ -302,7 +302,7 @@ def single(
 ) -> stat.Panel:
     """A big number (last value), coloured by its thresholds."""
     queries = [query] if isinstance(query, Query) else list(query)
-    panel = _common(stat.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
+    panel: stat.Panel = _common(stat.Panel(), settings, title, description, unit, queries, threshold_steps, alerts)
     panel = (
         panel.reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .color_mode(common_models.BigValueColorMode.BACKGROUND)
@@ -324,7 +324,7 @@ def bars(
     max_value: float | None = None,
 ) -> bargauge.Panel:
     """Horizontal bars, one per series (e.g. the slowest handlers)."""
-    panel = _common(bargauge.Panel(), settings, title, description, unit, [query], threshold_steps, alerts)
+    panel: bargauge.Panel = _common(bargauge.Panel(), settings, title, description, unit, [query], threshold_steps, alerts)
     panel = (
         panel.reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .orientation(common_models.VizOrientation.HORIZONTAL)
@@ -338,7 +338,7 @@ def bars(
 
 def grid(settings: Settings, title: str, description: str, unit: str, query: Query) -> table.Panel:
     """A table of an instant query's series, one row per series, label columns kept."""
-    panel = _common(table.Panel(), settings, title, description, unit, [query], None, ())
+    panel: table.Panel = _common(table.Panel(), settings, title, description, unit, [query], None, ())
     return panel.with_transformation(
         dashboard_models.DataTransformerConfig(id_val="labelsToFields", options={"mode": "columns"})
     ).show_header(True)

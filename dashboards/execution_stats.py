@@ -53,7 +53,8 @@ def build(settings: Settings) -> dict[str, Any]:
         single(
             settings,
             "Success rate",
-            f"Share of finished executions with status success. ExecutionFailureRateHigh fires when failures and timeouts exceed {failure_limit:.0%} for 10 minutes.",
+            "Share of finished executions with status success. ExecutionFailureRateHigh fires when failures and timeouts "
+            f"exceed {failure_limit:.0%} for 10 minutes.",
             "percentunit",
             Query(f"{_rate(SUCCESSES)} / ({_rate(EXECUTIONS)} > 0)"),
             floor_steps(1 - failure_limit, 1 - failure_limit / 2),
@@ -114,7 +115,8 @@ def build(settings: Settings) -> dict[str, Any]:
         graph(
             settings,
             "Failure ratio by workflow",
-            f"Share of each workflow's executions that failed or timed out (5m rule the alert uses); dashed line: the {failure_limit:.0%} threshold.",
+            "Share of each workflow's executions that failed or timed out (5m rule the alert uses); dashed line: the "
+            f"{failure_limit:.0%} threshold.",
             "percentunit",
             [Query(f'ipa:execution_failures:ratio_rate5m{{{RULES}, workflow=~"$workflow"}}', "{{workflow}}")],
             limit_steps(None, failure_limit),

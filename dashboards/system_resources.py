@@ -191,7 +191,8 @@ def build(settings: Settings) -> dict[str, Any]:
             "percentunit",
             [
                 Query(
-                    f"1 - node_filesystem_avail_bytes{{{NODES}, {REAL_FILESYSTEMS}}} / node_filesystem_size_bytes{{{NODES}, {REAL_FILESYSTEMS}}}",
+                    f"1 - node_filesystem_avail_bytes{{{NODES}, {REAL_FILESYSTEMS}}} / "
+                    f"node_filesystem_size_bytes{{{NODES}, {REAL_FILESYSTEMS}}}",
                     "{{instance}} {{mountpoint}}",
                 )
             ],

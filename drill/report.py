@@ -135,7 +135,8 @@ def markdown(report: Report, chart: str | None) -> str:
         f"| RTO (disaster − verified restored service) | {_fmt(report.rto_seconds)} | {report.rto_target_seconds:.0f} s |",
         f"| backup duration (mean) | {_fmt(report.backup_seconds)} | |",
         f"| restore duration (`ipa-backup restore`) | {_fmt(report.restore_seconds)} | |",
-        f"| restore in `ipa-backup drill` | {_fmt(report.drill_restore_seconds)} | {report.rto_target_seconds / 2:.0f} s (RestoreTooSlow) |",
+        f"| restore in `ipa-backup drill` | {_fmt(report.drill_restore_seconds)} | {report.rto_target_seconds / 2:.0f} s "
+        "(RestoreTooSlow) |",
         "",
     ]
     if chart:

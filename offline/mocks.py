@@ -157,7 +157,7 @@ class RecordingMonitor(MockMonitor):
         self.recording = mocks
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi's mock monitor is unannotated
         if request.type != "pulumi:pulumi:Stack":
             raw = rpc.deserialize_properties(request.object)
             registered = self.resources.get(response.urn)

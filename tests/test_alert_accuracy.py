@@ -120,7 +120,8 @@ def _http(t: Traffic) -> Series:
             1.0 if s else float("nan") for s in share
         ]
         series[
-            f'kube_pod_container_status_waiting_reason{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", reason="CrashLoopBackOff"}}'
+            f'kube_pod_container_status_waiting_reason{{job="kube-state-metrics", namespace="ipa", pod="{pod}", '
+            'container="backend", reason="CrashLoopBackOff"}'
         ] = t.crash_looping
         restarts = counter([c * 0.5 for c in t.crash_looping], 0)
         series[
@@ -128,7 +129,8 @@ def _http(t: Traffic) -> Series:
         ] = restarts
         series[f'container_memory_working_set_bytes{{job="kubelet", namespace="ipa", pod="{pod}", container="backend"}}'] = const(5e8)
         series[
-            f'kube_pod_container_resource_limits{{job="kube-state-metrics", namespace="ipa", pod="{pod}", container="backend", resource="memory", unit="byte"}}'
+            f'kube_pod_container_resource_limits{{job="kube-state-metrics", namespace="ipa", pod="{pod}", '
+            'container="backend", resource="memory", unit="byte"}'
         ] = const(1073741824)
     migrate = 'job="kube-state-metrics", namespace="ipa", pod="ipa-backend-migrate-7xk2p"'
     series[f'kube_pod_labels{{{migrate}, uid="uid-migrate", label_app="ipa-backend-migrate"}}'] = const(1)

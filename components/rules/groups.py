@@ -335,7 +335,8 @@ def slo_alerts(s: Settings) -> list[Rule]:
                     name,
                     expr,
                     severity,
-                    f"ipa-backend is burning its {'' if kind == 'Error' else kind.lower() + ' '}error budget {'fast' if speed == 'Fast' else 'steadily'}",
+                    f"ipa-backend is burning its {'' if kind == 'Error' else kind.lower() + ' '}error budget "
+                    f"{'fast' if speed == 'Fast' else 'steadily'}",
                     f"ipa-backend in namespace {NS} spends the error budget of its {objective} at {pairs} the sustainable rate "
                     f"(current bad-request share {PERCENT}). At this pace the budget is gone "
                     f"{'within days' if speed == 'Fast' else 'before the month ends'}.",
@@ -465,9 +466,11 @@ def backup_alerts(s: Settings) -> list[Rule]:
         alert(
             s,
             "BackupJobFailed",
-            f'max by (namespace, job_name) (kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
+            "max by (namespace, job_name) "
+            f'(kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
             f"and on (namespace, job_name)\n"
-            f'  (time() - max by (namespace, job_name) (kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
+            "  (time() - max by (namespace, job_name) "
+            f'(kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
             "warning",
             "A backup Job failed",
             f"Backup Job {{{{ $labels.job_name }}}} in namespace {{{{ $labels.namespace }}}} failed ({VALUE} failed pod(s)) "
