@@ -38,6 +38,7 @@ setup: setup-python setup-services setup-prometheus-tools image-rootfs servers-r
 
 lint: setup-python
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # The fast loop: what `make test` runs minus the tests marked `services` (see pyproject.toml).
