@@ -124,14 +124,13 @@ def stop(pids: Sequence[int], grace: float = GRACE_SECONDS) -> None:
             _signal(pid, signal.SIGKILL)
 
 
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> command name of every running process below `root`, from /proc."""
-    parent: dict[int, int] = {}
-    name: dict[int, str] = {}
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command name) of every running (not zombie) process, from /proc."""
+    found: dict[int, tuple[int, str]] = {}
     try:
         entries = list(Path("/proc").iterdir())
     except OSError:
-        return {}  # no /proc: the registry alone
+        return {}  # no /proc: callers fall back on the registry alone
     for entry in entries:
         if not entry.name.isdigit():
             continue
@@ -140,18 +139,21 @@ def _descendants(root: int) -> dict[int, str]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        pid = int(entry.name)
-        parent[pid] = int(fields[1])
-        name[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
+    return found
+
+
+def descendants(root: int) -> dict[int, str]:
+    """pid -> command name of every running process below `root`."""
+    table = processes()
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:
         current = frontier.pop()
-        for pid, ppid in parent.items():
+        for pid, (ppid, name) in table.items():
             if ppid == current and pid not in found:
-                found[pid] = name[pid]
+                found[pid] = name
                 frontier.append(pid)
     return found
 
@@ -160,7 +162,7 @@ def end_children(grace: float = GRACE_SECONDS) -> list[str]:
     """End every child the tool started and their own children; returns them as `name[pid]`."""
     with _lock:
         registered = {c.pid: n for c, n in _children.items() if c.returncode is None}
-    found = {pid: n for pid, n in registered.items() if _running(pid)} | _descendants(os.getpid())
+    found = {pid: n for pid, n in registered.items() if _running(pid)} | descendants(os.getpid())
     stop(sorted(found), grace)
     return [f"{n}[{pid}]" for pid, n in sorted(found.items())]
 

@@ -5,35 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ipa_backup.proc import descendants, processes
 
-def processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command name) of every running (not zombie) process, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            found[int(entry.name)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
-    return found
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> command name of every running process below `root`."""
-    table = processes()
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        current = frontier.pop()
-        for pid, (ppid, name) in table.items():
-            if ppid == current and pid not in found:
-                found[pid] = name
-                frontier.append(pid)
-    return found
+__all__ = ["descendants", "processes", "wait_for_child"]
 
 
 def _has_argument(pid: int, arg: str) -> bool:

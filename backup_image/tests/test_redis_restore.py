@@ -393,12 +393,14 @@ def test_force_is_refused_up_front_when_maxmemory_has_no_room(world: World) -> N
     assert data.redis_fingerprint(world.rcli()) == before and dbs_with_keys(world.redis) == layout
 
 
-def run_until_staging(world: World, fault: Callable[[int, int], None], *args: str) -> tuple[int, str]:
-    """Start `restore --force`; once keys land in a staging database, freeze the tool, apply `fault(tool pid,
-    staging db)`, let it go on. Returns its exit code and log."""
+def run_until_staging(
+    world: World, fault: Callable[[int, int], None], restore: tuple[str, ...] = ("--only", "redis", "--force")
+) -> tuple[int, str]:
+    """Start `restore --force` (of Redis alone by default); once keys land in a staging database, freeze the
+    tool, apply `fault(tool pid, staging db)`, let it go on. Returns its exit code and log."""
     admin = world.rcli(0)
     layout = set(keyspace(admin))
-    tool = world.popen("restore", "--only", "redis", "--force", *args, env={"RESTORE_REDIS_BATCH_MB": "1"})
+    tool = world.popen("restore", *restore, env={"RESTORE_REDIS_BATCH_MB": "1"})
     try:
         deadline = time.monotonic() + 300
         staging = None

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from typing import Any
 
 import backup_testdata as data
 import pytest
 import redis
 from conftest import World, make_world, other_redis
+from test_redis_restore import run_until_staging
 
 from devservices.azurite import AzuriteServer
 from devservices.postgres import PostgresServer
@@ -60,30 +59,6 @@ def test_a_redis_refusal_after_the_download_leaves_postgres_untouched(
         assert target7.dbsize() == 0
 
 
-def run_until_redis_staging(world: World, fault: Any) -> tuple[int, str]:
-    """`restore --force` of both targets; once Redis keys land in a staging database (PostgreSQL's copy
-    is restored by then), freeze the tool, apply `fault(pid)` and let it go on."""
-    admin = world.rcli(0)
-    used = {int(name[2:]) for name in admin.info("keyspace")}
-    tool = world.popen("restore", "--force", env={"RESTORE_REDIS_BATCH_MB": "1"})
-    try:
-        deadline = time.monotonic() + 300
-        while not any(int(name[2:]) not in used for name in admin.info("keyspace")):
-            assert tool.poll() is None, f"the restore ended before it staged anything:\n{tool.communicate()[1]}"
-            assert time.monotonic() < deadline, "no staging database appeared"
-        os.kill(tool.pid, signal.SIGSTOP)
-        try:
-            fault(tool.pid)
-        finally:
-            os.kill(tool.pid, signal.SIGCONT)
-        _, stderr = tool.communicate(timeout=300)
-    finally:
-        if tool.poll() is None:
-            tool.kill()
-            tool.wait()
-    return tool.returncode, stderr
-
-
 @pytest.mark.parametrize("fault", ["Redis out of memory", "SIGTERM"])
 def test_a_failure_in_the_redis_part_leaves_postgres_as_it_was(world: World, fault: str) -> None:
     pipe = world.rcli().pipeline()
@@ -95,14 +70,15 @@ def test_a_failure_in_the_redis_part_leaves_postgres_as_it_was(world: World, fau
     before, redis_before = live_state(world), data.redis_fingerprint(world.rcli())
     admin: redis.Redis = world.rcli(0)
 
-    def inject(pid: int) -> None:
+    # Both targets: PostgreSQL's copy is restored by the time Redis keys reach the staging database.
+    def inject(pid: int, _staging: int) -> None:
         if fault == "SIGTERM":
             os.kill(pid, signal.SIGTERM)
         else:
             admin.config_set("maxmemory", 1)
 
     try:
-        code, stderr = run_until_redis_staging(world, inject)
+        code, stderr = run_until_staging(world, inject, restore=("--force",))
     finally:
         admin.config_set("maxmemory", 0)
     assert code == (143 if fault == "SIGTERM" else 6), stderr

@@ -245,9 +245,9 @@ def test_end_children_ends_the_whole_tree() -> None:
 import json, subprocess, sys, time
 from ipa_backup import proc
 child = proc.popen([sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"])
-while not any(n == "sleep" for n in proc._descendants(child.pid).values()):
+while not any(n == "sleep" for n in proc.descendants(child.pid).values()):
     time.sleep(0.01)
-tree = proc._descendants(child.pid) | {child.pid: "python"}
+tree = proc.descendants(child.pid) | {child.pid: "python"}
 print(json.dumps({"tree": sorted(tree), "ended": proc.end_children(grace=2)}), flush=True)
 child.wait(timeout=5)
 """
