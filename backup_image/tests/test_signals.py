@@ -116,19 +116,13 @@ def test_a_signal_during_a_backup_ends_pg_dump_and_leaves_the_set_incomplete(wor
     assert [s["set_id"] for s in sets if s["complete"]] == [good["set_id"]]  # no manifest for the stopped run
 
 
-@pytest.mark.services
-def test_sigterm_during_a_forced_restore_leaves_the_live_database_as_it_was(world: World) -> None:
-    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 200000) i", world.database)
-    out = world.backup_ok()
-    world.pg.psql("INSERT INTO public.no_pk VALUES ('after the backup', -1)", world.database)
-    live_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
-    databases_before = world.pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
-    work = image_workdir("sigterm-")
-    proc = world.popen(
-        "restore", out["set_id"], "--force", "--only", "postgres", env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)}
-    )
-    pg_restore = wait_for_child(proc.pid, "pg_restore")
-    os.kill(pg_restore, signal.SIGSTOP)  # holds the restore mid-way, whatever the machine's speed
+def sigterm_forced_restore(world: World, set_id: str, only: str, held: str) -> None:
+    """`restore SET --force --only ONLY`, its child `held` frozen, then SIGTERM: the tool exits 143 within
+    seconds, with every child ended and its work dir removed."""
+    work = image_workdir(f"sigterm-{only}-")
+    env = {"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)}
+    proc = world.popen("restore", set_id, "--force", "--only", only, env=env)
+    os.kill(wait_for_child(proc.pid, held), signal.SIGSTOP)
     children = descendants(proc.pid)
     stderr, seconds = stop_with(proc, signal.SIGTERM)
     assert proc.returncode == 143, stderr
@@ -136,6 +130,17 @@ def test_sigterm_during_a_forced_restore_leaves_the_live_database_as_it_was(worl
     assert still_running(children) == {}, f"left running: {still_running(children)}"
     assert seconds < 15
     assert list(work.iterdir()) == [], "the work dir was not removed"
+
+
+@pytest.mark.services
+def test_sigterm_during_a_forced_restore_leaves_the_live_database_as_it_was(world: World) -> None:
+    world.pg.psql("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 200000) i", world.database)
+    out = world.backup_ok()
+    world.pg.psql("INSERT INTO public.no_pk VALUES ('after the backup', -1)", world.database)
+    live_before = world.pg.psql(data.PG_FINGERPRINT, world.database)
+    databases_before = world.pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+    # pg_restore held mid-way, whatever the machine's speed.
+    sigterm_forced_restore(world, out["set_id"], "postgres", "pg_restore")
     assert world.pg.psql(data.PG_FINGERPRINT, world.database) == live_before
     # The database it restored into beside the live one is gone, with its sessions.
     assert world.pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") == databases_before
@@ -157,20 +162,9 @@ def test_sigterm_while_the_private_redis_server_runs(world: World) -> None:
     source.set("after the backup", "live")
     live_before = data.redis_fingerprint(source)
     keyspace_before = keys_per_db(world)
-    work = image_workdir("sigterm-redis-")
-    # --force into the live server: the set's database is restored into an empty one first, then swapped in.
-    proc = world.popen(
-        "restore", out["set_id"], "--force", "--only", "redis", env={"BACKUP_WORK_DIR": image_path(work), "TMPDIR": image_path(work)}
-    )
-    helper = wait_for_child(proc.pid, "redis-server")
-    os.kill(helper, signal.SIGSTOP)  # holds the restore while its private redis-server runs
-    children = descendants(proc.pid)
-    stderr, seconds = stop_with(proc, signal.SIGTERM)
-    assert proc.returncode == 143, stderr
-    assert_stopped_by(stderr, "restore", signal.SIGTERM)
-    assert still_running(children) == {}, f"left running: {still_running(children)}"
-    assert seconds < 15
-    assert list(work.iterdir()) == [], "the work dir was not removed"
+    # --force into the live server: the set's database is restored into an empty one first, then swapped in;
+    # the restore is held while its private redis-server runs.
+    sigterm_forced_restore(world, out["set_id"], "redis", "redis-server")
     assert data.redis_fingerprint(source) == live_before
     assert keys_per_db(world) == keyspace_before  # no staged copy left in another database
 
