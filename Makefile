@@ -4,7 +4,7 @@
 STACK ?= dev
 PY := .venv/bin/python
 
-.PHONY: help setup setup-python setup-services setup-prometheus-tools image-rootfs image-tar servers-rootfs lint unit test render generate drill bench clean
+.PHONY: help setup setup-python setup-services setup-prometheus-tools setup-helm setup-checkov image-rootfs image-tar servers-rootfs lint unit test render generate drill bench clean
 
 help:
 	@echo "make drill               the local disaster-recovery and alerting rehearsal (main job)"
@@ -25,6 +25,13 @@ setup-services:
 setup-prometheus-tools:
 	bash scripts/setup/prometheus-tools.sh
 
+# Helm renders the charts (offline/charts.py); checkov scans the renders (tests/test_checkov.py).
+setup-helm: setup-python
+	bash scripts/setup/helm.sh
+
+setup-checkov:
+	bash scripts/setup/checkov.sh
+
 image-rootfs: setup-python
 	bash scripts/image-rootfs.sh
 
@@ -34,7 +41,7 @@ image-tar: setup-python
 servers-rootfs: image-rootfs
 	bash scripts/servers-rootfs.sh
 
-setup: setup-python setup-services setup-prometheus-tools image-rootfs servers-rootfs
+setup: setup-python setup-services setup-prometheus-tools setup-helm setup-checkov image-rootfs servers-rootfs
 
 lint: setup-python
 	$(PY) -m ruff check .
@@ -48,7 +55,7 @@ unit: lint
 test: setup lint
 	$(PY) -m pytest
 
-render: setup-python
+render: setup-python setup-helm
 	$(PY) -m offline.render --stack $(STACK)
 
 generate: setup-python

@@ -1,9 +1,13 @@
-"""Benchmark of ipa-backup against the seed's `pg_dump | gzip` and the `pg_dump -Fc -Z0 > /dev/null` floor.
+"""Benchmark of ipa-backup against the seed's `pg_dump | gzip` and the `pg_dump -Fc -Z0 > /dev/null` floor,
+and of the physical design (base backup + WAL stream, `pitr-restore`) against both.
 
-Starts its own PostgreSQL (durable settings), Redis and Azurite on loopback, builds two databases
-(pgbench at --pgbench-scale, and a platform-shaped multi-table database of about --multi-gb GB),
-then times backup and restore of each method on each database and prints a Markdown table with
-the ratios measured in this one run. Not part of `make test` (it takes minutes and several GB).
+Starts Redis and Azurite on loopback and, for each of two databases (a platform-shaped multi-table
+database of about --multi-gb GB, and pgbench at --pgbench-scale), its own PostgreSQL (durable
+settings) holding only that database. It times backup and restore of each method, then the
+physical ones on the same server: the server's load during a base backup and during one logical
+backup, and `pitr-restore --latest` until the image's PostgreSQL answers on the restored data.
+It prints Markdown tables with the ratios measured in this one run, and the 30-day storage of the
+prod render's settings. Not part of `make test` (it takes minutes and several GB).
 
     .venv/bin/python bench/backup_bench.py                    # full size (about 2 x 1.2 GB)
     .venv/bin/python bench/backup_bench.py --pgbench-scale 10 --multi-gb 0.2   # quick look
@@ -12,12 +16,18 @@ the ratios measured in this one run. Not part of `make test` (it takes minutes a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +37,9 @@ sys.path.insert(0, str(REPO_ROOT))
 IPA_BACKUP = [str(REPO_ROOT / "scripts" / "in-image.sh"), "ipa-backup"]
 
 from devservices.azurite import azurite  # noqa: E402
+from devservices.image import IN_IMAGE, image_path, image_workdir  # noqa: E402
 from devservices.postgres import PostgresServer, postgres  # noqa: E402
+from devservices.process import free_port  # noqa: E402
 from devservices.redis import redis_server  # noqa: E402
 
 # Six large tables shaped like the platform's, each with three or four secondary indexes (some on
@@ -254,6 +266,314 @@ def bench_db(pg: PostgresServer, db: str, base_env: dict[str, str], work: Path, 
     return res
 
 
+# --- the physical design: base backup + WAL stream, pitr-restore -------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WAL_LOAD_SECONDS = 15  # writes after the base backup: the restore replays their WAL
+WAL_LOAD_SQL = "INSERT INTO bench_wal (payload) VALUES (md5(random()::text) || md5(random()::text));\n"
+
+
+def _postmaster(pg: PostgresServer) -> int:
+    return int((pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat(int(entry.name))[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU the server has used since it started: the postmaster's own and that of its reaped children
+    (cutime, cstime: backends and walsenders that have exited), plus its running children's."""
+    fields = _stat(postmaster)
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for child in _children(postmaster):
+        with contextlib.suppress(OSError, IndexError):
+            ticks += sum(int(v) for v in _stat(child)[11:15])
+    return ticks / CLK_TCK
+
+
+def _io(pid: int) -> tuple[int, int]:
+    """(rchar, read_bytes) of a process: bytes it read by system calls (page cache or disk), and from storage."""
+    values = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(values["rchar"]), int(values["read_bytes"])
+
+
+BUFFER_PAGES_SQL = "SELECT sum(blks_hit + blks_read) * current_setting('block_size')::bigint FROM pg_stat_database"
+
+
+class ServerLoad:
+    """The server's CPU seconds (exact, from the counters above), bytes read by system calls (every
+    server process's /proc/<pid>/io, sampled every 50 ms: a process's reads in its last 50 ms before
+    exiting are missed), and bytes of the pages its sessions read through shared buffers
+    (pg_stat_database: a dump reads its tables there, mostly without a system call when they are
+    cached; a base backup reads the files directly)."""
+
+    def __init__(self, pg: PostgresServer) -> None:
+        self.pg = pg
+        self.postmaster = _postmaster(pg)
+        self.start: dict[int, tuple[int, int]] = {}
+        self.last: dict[int, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _sample(self) -> dict[int, tuple[int, int]]:
+        found = {}
+        for pid in [self.postmaster, *_children(self.postmaster)]:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                found[pid] = _io(pid)
+        return found
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            self.last.update(self._sample())
+
+    def __enter__(self) -> ServerLoad:
+        self.pages = int(self.pg.psql(BUFFER_PAGES_SQL).strip())
+        self.start = self._sample()
+        self.last = dict(self.start)
+        self.cpu = server_cpu_seconds(self.postmaster)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._sample())
+        self.cpu_seconds = server_cpu_seconds(self.postmaster) - self.cpu
+        base = {pid: self.start.get(pid, (0, 0)) for pid in self.last}
+        self.rchar = sum(v[0] - base[pid][0] for pid, v in self.last.items())
+        self.read_bytes = sum(v[1] - base[pid][1] for pid, v in self.last.items())
+        # A session's statistics reach pg_stat_database when it ends; this query's own session is counted too.
+        self.buffer_bytes = int(self.pg.psql(BUFFER_PAGES_SQL).strip()) - self.pages
+
+
+def _tool(args: list[str], env: dict[str, str], timeout: float = 3600) -> tuple[float, dict[str, Any]]:
+    """Seconds and the JSON result of `ipa-backup ARGS` in the image."""
+    started = time.monotonic()
+    result = subprocess.run([*IPA_BACKUP, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"ipa-backup {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _wal_metrics(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    return {k: float(v) for k, _, v in (line.partition(" ") for line in text.splitlines()) if k.startswith("ipa_wal_")}
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def wal_stream(env: dict[str, str]) -> Iterator[int]:
+    """`ipa-backup wal-stream` as its Deployment runs it (its own spool folder); its metrics port.
+    On exit SIGTERM: it stops pg_receivewal and uploads what it wrote."""
+    spool = image_workdir("bench-wal-spool-")
+    port = free_port()
+    stream_env = {**env, "WAL_SPOOL_DIR": image_path(spool), "METRICS_PORT": str(port), "WAL_PARTIAL_UPLOAD_SECONDS": "1"}
+    argv = [*IPA_BACKUP, "wal-stream"]
+    log = open(spool.parent / f"{spool.name}.log", "wb")  # noqa: SIM115 - closed below, after the stream
+    # Its own session: SIGKILL to the group also ends its pg_receivewal.
+    proc = subprocess.Popen(argv, env={**os.environ, **stream_env}, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        _wait(lambda: _wal_metrics(port).get("ipa_wal_stream_up") == 1 or proc.poll() is not None, 60, "the WAL stream")
+        if proc.poll() is not None:
+            raise SystemExit(f"wal-stream exited: {Path(log.name).read_text()[-2000:]}")
+        yield port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        shutil.rmtree(spool, ignore_errors=True)
+        Path(log.name).unlink()
+
+
+def start_restored(pgdata: str, major: int, bindir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """The image's PostgreSQL on a restored data directory, on loopback; returns once it accepts connections."""
+    port = free_port()
+    sock = image_workdir("bench-pgsock-")
+    argv = [str(IN_IMAGE), f"/usr/lib/postgresql/{major}/bin/postgres", "-D", pgdata, "-c", "listen_addresses=127.0.0.1"]
+    argv += ["-c", f"port={port}", "-c", f"unix_socket_directories={image_path(sock)}", "-c", "dynamic_shared_memory_type=mmap"]
+    with open(sock / "server.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"the restored server exited:\n{(sock / 'server.log').read_text()[-2000:]}")
+        return subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], check=False).returncode == 0
+
+    _wait(ready, 300, "the restored server")
+    return proc, sock
+
+
+def bench_physical(pg: PostgresServer, db: str, base_env: dict[str, str]) -> dict[str, Any]:
+    """On the server that holds only `db`: the server's load during a base backup and during one
+    logical backup, then `pitr-restore --latest` (download, verify, recovery) and the image's
+    PostgreSQL started on the result until it answers."""
+    env = {**base_env, **pg.env(db), "BACKUP_CONTAINER": f"pitr-{db}", "WAL_SLOT": "bench_wal"}
+    res: dict[str, Any] = {"cluster_bytes": int(pg.psql("SELECT sum(pg_database_size(oid)) FROM pg_database").strip())}
+    pg.psql("CREATE TABLE bench_wal (id bigserial PRIMARY KEY, payload text)", db)
+    with wal_stream(env) as port:
+        settle(pg)
+        # A fast checkpoint: the spread one, the CronJob's default, spreads the same writes over checkpoint_timeout.
+        with ServerLoad(pg) as load:
+            res["base_backup"], out = _tool(["base-backup"], {**env, "BASE_BACKUP_CHECKPOINT": "fast"})
+        res["base_backup_cpu"], res["base_backup_rchar"], res["base_backup_read_bytes"] = load.cpu_seconds, load.rchar, load.read_bytes
+        res["base_backup_buffer_bytes"] = load.buffer_bytes
+        res["base_stored_bytes"] = sum(f["size"] for f in out["files"])
+        settle(pg)
+        with ServerLoad(pg) as load:
+            res["logical_backup"], _ = _tool(["backup"], {**env, "BACKUP_CONTAINER": f"load-{db}"})
+        res["logical_backup_cpu"], res["logical_backup_rchar"] = load.cpu_seconds, load.rchar
+        res["logical_backup_read_bytes"], res["logical_backup_buffer_bytes"] = load.read_bytes, load.buffer_bytes
+        script = Path(tempfile.mkdtemp(prefix="bench-wal-load-")) / "insert.sql"
+        script.write_text(WAL_LOAD_SQL)
+        timed([str(pg.bin_dir / "pgbench"), "-n", "-c", "2", "-j", "2", "-T", str(WAL_LOAD_SECONDS), "-f", str(script)], pg.env(db))
+        shutil.rmtree(script.parent)
+        lsn = int(pg.psql("SELECT pg_current_wal_flush_lsn() - '0/0'").strip())
+        _wait(lambda: _wal_metrics(port).get("ipa_wal_stream_uploaded_lsn", 0) >= lsn - 64, 120, "the stream to upload the WAL")
+    res["wal_after_base_bytes"] = lsn - int(pg.psql(f"SELECT '{out['end_lsn']}'::pg_lsn - '0/0'").strip())
+    pg.psql("SELECT pg_drop_replication_slot('bench_wal')")
+    restore_dir = image_workdir("bench-pitr-")
+    pgdata = image_path(restore_dir) + "/data"
+    try:
+        settle(pg)
+        cpu = busy_cpu_seconds()
+        res["pitr_restore"], out = _tool(["pitr-restore", "--latest", "--pgdata", pgdata], env)
+        started = time.monotonic()
+        server, sock = start_restored(pgdata, pg.major, pg.bin_dir)
+        res["server_start"] = time.monotonic() - started
+        res["physical_restore"] = res["pitr_restore"] + res["server_start"]
+        res["physical_restore_cpu"] = busy_cpu_seconds() - cpu
+        res["pitr_phases"] = out["seconds"]
+        res["wal_objects"] = out["wal_objects"]
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=120)
+        shutil.rmtree(sock, ignore_errors=True)
+    finally:
+        shutil.rmtree(restore_dir, ignore_errors=True)
+    res["wal_ratio"] = wal_compression(env)
+    print(
+        f"  {db} physical: base backup {res['base_backup']:.1f}s ({res['base_stored_bytes'] / 1e6:.0f} MB of "
+        f"{res['cluster_bytes'] / 1e6:.0f} MB), pitr-restore {res['pitr_restore']:.1f}s + server start {res['server_start']:.1f}s, "
+        f"phases {res['pitr_phases']}; WAL compressed to {res['wal_ratio']:.2f}",
+        flush=True,
+    )
+    return res
+
+
+def wal_compression(env: dict[str, str]) -> float:
+    """Stored / raw bytes of the completed WAL segments wal-stream uploaded (their blob metadata)."""
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(
+        env["BACKUP_CONTAINER"]
+    )
+    stored = raw = 0
+    for blob in container.list_blobs(name_starts_with="wal/", include=["metadata"]):
+        if not blob.name.endswith(".partial.zst") and "raw_size" in (blob.metadata or {}) and ".history" not in blob.name:
+            stored += int(blob.size)
+            raw += int(blob.metadata["raw_size"])
+    return stored / raw if raw else float("nan")
+
+
+def storage_30_days(results: list[dict[str, Any]]) -> str:
+    """The 30-day storage of the prod render's settings (build/prod/capacity.md), then with the base
+    backup and WAL ratios this run measured on the multi-table database."""
+    from drill.rendered import parse_rendered_settings
+    from offline import capacity
+
+    path = REPO_ROOT / "build" / "prod" / "settings.json"
+    if not path.is_file():
+        return f"(no {path}: render the prod stack for the storage comparison)"
+    settings = parse_rendered_settings(json.loads(path.read_text()))
+    multi = next(r for r in results if r["database"] == "multi")["physical"]
+    measured = {"BASE_RATIO": multi["base_stored_bytes"] / multi["cluster_bytes"], "WAL_RATIO": multi["wal_ratio"]}
+    lines = [
+        "| assumptions | logical only, kept | with PITR, kept | ratio (goal <= 0.10) | without the partial uploads |",
+        "|---|---|---|---|---|",
+    ]
+    for label, ratios in (
+        ("as rendered (build/prod/capacity.md)", {}),
+        (f"base {measured['BASE_RATIO']:.2f}, WAL {measured['WAL_RATIO']:.2f} of raw (measured here)", measured),
+    ):
+        saved = {k: getattr(capacity, k) for k in ratios}
+        try:
+            for k, v in ratios.items():  # the module's constants are the assumptions capacity.md states
+                setattr(capacity, k, v)
+            c = capacity.capacity(settings)
+        finally:
+            for k, v in saved.items():
+                setattr(capacity, k, v)
+        lines.append(
+            f"| {label} | {c.logical_only.kept_gb / 1000:.2f} TB | {c.pitr.kept_gb / 1000:.2f} TB | {c.ratio:.3f} | "
+            f"{c.ratio_without_partials:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def physical_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| database | physical restore s (pitr-restore + server start) | seed `gunzip \\| psql` s | seed / physical (goal) | "
+        "ipa-backup logical restore s | physical restore CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    goals = {"multi": 3.0, "pgbench": 2.0}
+    for r in results:
+        p = r["physical"]
+        ratio = r["seed_restore"] / p["physical_restore"]
+        goal = goals.get(r["database"], 0.0)
+        lines.append(
+            f"| {r['database']} | {p['physical_restore']:.1f} ({p['pitr_restore']:.1f} + {p['server_start']:.1f}; phases "
+            f"{', '.join(f'{k} {v}' for k, v in p['pitr_phases'].items())}; {p['wal_objects']} WAL objects, "
+            f"{p['wal_after_base_bytes'] / 1e6:.0f} MB of WAL after the base backup) | {r['seed_restore']:.1f} | {ratio:.2f}x "
+            f"(>= {goal:g}x: {'met' if ratio >= goal else 'NOT met'}) | {r['ipa_runs'][0]['restore']:.1f} | "
+            f"{p['physical_restore_cpu']:.1f} |"
+        )
+    lines += [
+        "",
+        "| database | base backup: server CPU s | read: syscalls / storage / shared buffers | one logical backup (`ipa-backup backup`, "
+        "pg_dump): server CPU s | read: syscalls / storage / shared buffers | CPU base / logical |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = r["physical"]
+        lines.append(
+            f"| {r['database']} | {p['base_backup_cpu']:.1f} (run {p['base_backup']:.1f} s) | {p['base_backup_rchar'] / 1e6:.0f} / "
+            f"{p['base_backup_read_bytes'] / 1e6:.0f} / {p['base_backup_buffer_bytes'] / 1e6:.0f} MB | "
+            f"{p['logical_backup_cpu']:.1f} (run {p['logical_backup']:.1f} s) | {p['logical_backup_rchar'] / 1e6:.0f} / "
+            f"{p['logical_backup_read_bytes'] / 1e6:.0f} / {p['logical_backup_buffer_bytes'] / 1e6:.0f} MB | "
+            f"{p['base_backup_cpu'] / max(p['logical_backup_cpu'], 0.01):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     cores = os.cpu_count() or 1
     lines = [
@@ -315,31 +635,44 @@ def main() -> int:
             {"RESTORE_JOBS": "1"},
             {"RESTORE_JOBS": "4"},
         ]
-    settings = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB"}
     with tempfile.TemporaryDirectory(prefix="backup-bench-") as tmp:
         os.chmod(tmp, 0o755)  # the server runs as the postgres user
         work = Path(tmp)
-        with postgres(fast=False, settings=settings, base_dir=work) as pg, redis_server() as rs, azurite(base_dir=work) as az:
-            results = run(args, pg, rs.url, az.connection_string, work, knobs)
+        with redis_server() as rs, azurite(base_dir=work) as az:
+            results = run(args, rs.url, az.connection_string, work, knobs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
     print(table(results))
+    print("\nPhysical restore and base backup load (same server, same run):\n")
+    print(physical_table(results))
+    print("\n30-day storage, prod settings:\n")
+    print(storage_30_days(results))
     return 0
 
 
-def run(
-    args: argparse.Namespace, pg: PostgresServer, redis_url: str, conn: str, work: Path, knobs: list[dict[str, str]]
-) -> list[dict[str, Any]]:
-    started = time.monotonic()
-    print(f"building pgbench scale {args.pgbench_scale} ...", flush=True)
-    pg.create_database("pgbench")
-    timed([str(pg.bin_dir / "pgbench"), "-i", "-q", "-s", str(args.pgbench_scale)], pg.env("pgbench"))
-    print(f"building multi-table database of about {args.multi_gb} GB ...", flush=True)
-    build_multi(pg, args.multi_gb)
-    print(f"data ready in {time.monotonic() - started:.0f}s", flush=True)
+SERVER_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB"}
+
+
+def run(args: argparse.Namespace, redis_url: str, conn: str, work: Path, knobs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each database on a server of its own: a base backup then holds that database alone."""
     # The tool stages in the image's own /work (BACKUP_WORK_DIR's default there).
     base_env = {"REDIS_URL": redis_url, "AZURE_STORAGE_CONNECTION_STRING": conn}
-    return [bench_db(pg, "multi", base_env, work, knobs, args.repeat), bench_db(pg, "pgbench", base_env, work, knobs[:1], args.repeat)]
+    results = []
+    for db in ("multi", "pgbench"):
+        with postgres(fast=False, settings=SERVER_SETTINGS, base_dir=work) as pg:
+            started = time.monotonic()
+            if db == "pgbench":
+                print(f"building pgbench scale {args.pgbench_scale} ...", flush=True)
+                pg.create_database("pgbench")
+                timed([str(pg.bin_dir / "pgbench"), "-i", "-q", "-s", str(args.pgbench_scale)], pg.env("pgbench"))
+            else:
+                print(f"building multi-table database of about {args.multi_gb} GB ...", flush=True)
+                build_multi(pg, args.multi_gb)
+            print(f"data ready in {time.monotonic() - started:.0f}s", flush=True)
+            result = bench_db(pg, db, base_env, work, knobs if db == "multi" else knobs[:1], args.repeat)
+            result["physical"] = bench_physical(pg, db, base_env)
+            results.append(result)
+    return results
 
 
 if __name__ == "__main__":

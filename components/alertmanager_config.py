@@ -2,8 +2,9 @@
 (documented in docs/monitoring/architecture.md#alertmanager).
 
 critical -> Microsoft Teams (Workflows webhook, `msteamsv2_configs`) and e-mail;
-warning -> Teams; info, Watchdog and InfoInhibitor -> the `null` receiver.
-Secrets never appear here: the Teams webhook URL and the SMTP password are Kubernetes
+warning -> Teams; Watchdog -> the outside heartbeat service (the dead man's switch);
+info and InfoInhibitor -> the `null` receiver.
+Secrets never appear here: the Teams and heartbeat webhook URLs and the SMTP password are Kubernetes
 Secrets that the Prometheus Operator mounts under /etc/alertmanager/secrets/<secret>/<key>
 (listed in `alertmanagerSpec.secrets`), referenced by `webhook_url_file` / `auth_password_file`.
 Templates are inline in the text fields, so the one rendered alertmanager.yaml is complete
@@ -15,13 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 from components.settings import Settings
-from components.topology import topology
+from components.topology import HEARTBEAT_RECEIVER, topology
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 TEAMS_SECRET = "alertmanager-teams-webhook"
 TEAMS_SECRET_KEY = "url"
 SMTP_SECRET = "alertmanager-smtp"
 SMTP_SECRET_KEY = "password"
+HEARTBEAT_SECRET = "alertmanager-heartbeat"
+HEARTBEAT_SECRET_KEY = "url"
+# Every Secret the config reads a file of, mounted by the operator (alertmanagerSpec.secrets).
+ALERTMANAGER_SECRETS = (TEAMS_SECRET, SMTP_SECRET, HEARTBEAT_SECRET)
+# The Watchdog route is flushed this often; a heartbeat goes out at the first flush at least
+# heartbeatInterval after the last one. Flushing only every heartbeatInterval would skip a beat
+# whenever the last send was logged a moment after its flush began.
+HEARTBEAT_GROUP_WAIT = "0s"
+HEARTBEAT_GROUP_INTERVAL = "30s"
 
 NULL_RECEIVER = "null"
 TEAMS_RECEIVER = "teams"
@@ -110,6 +120,23 @@ def _email(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _heartbeat() -> dict[str, Any]:
+    """The dead man's switch: the outside service pages when these POSTs stop. Only firing
+    notifications count as heartbeats, so a resolved Watchdog must not send one."""
+    return {"send_resolved": False, "url_file": secret_file(HEARTBEAT_SECRET, HEARTBEAT_SECRET_KEY), "max_alerts": 1}
+
+
+def heartbeat_route(settings: Settings) -> dict[str, Any]:
+    return {
+        "receiver": HEARTBEAT_RECEIVER,
+        "matchers": ['alertname = "Watchdog"'],
+        "group_by": ["alertname"],
+        "group_wait": HEARTBEAT_GROUP_WAIT,
+        "group_interval": HEARTBEAT_GROUP_INTERVAL,
+        "repeat_interval": settings.heartbeat_interval,
+    }
+
+
 def alertmanager_config(settings: Settings) -> dict[str, Any]:
     """The whole alertmanager.yaml. Every top-level key of the chart's default config is set,
     so Helm's map merge with the chart defaults adds nothing: what renders is what deploys."""
@@ -122,8 +149,9 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
             "group_interval": "5m",
             "repeat_interval": "4h",
             "routes": [
-                # Watchdog is the always-firing heartbeat; InfoInhibitor only feeds inhibition.
-                {"receiver": NULL_RECEIVER, "matchers": ['alertname = "Watchdog"']},
+                # Watchdog always fires: its heartbeats stop when Prometheus, Alertmanager or their
+                # nodes die. InfoInhibitor only feeds inhibition.
+                heartbeat_route(settings),
                 {"receiver": NULL_RECEIVER, "matchers": ['alertname = "InfoInhibitor"']},
                 {"receiver": CRITICAL_RECEIVER, "matchers": ['severity = "critical"'], "group_wait": "10s", "repeat_interval": "1h"},
                 {"receiver": TEAMS_RECEIVER, "matchers": ['severity = "warning"']},
@@ -144,6 +172,7 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
             {"name": NULL_RECEIVER},
             {"name": TEAMS_RECEIVER, "msteamsv2_configs": [_teams(settings)]},
             {"name": CRITICAL_RECEIVER, "msteamsv2_configs": [_teams(settings)], "email_configs": [_email(settings)]},
+            {"name": HEARTBEAT_RECEIVER, "webhook_configs": [_heartbeat()]},
         ],
         # The chart's default template glob would be merged in by Helm; templates are inline instead.
         "templates": [],

@@ -10,9 +10,12 @@ credential store): no admin user, no registry password in the stack.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_docker_build as docker_build
 
+from components.args import args_from_settings
 from components.settings import Settings
 
 REPOSITORY = "ipa-backup"
@@ -20,14 +23,27 @@ CONTEXT = "."  # the repository root; backup_image/Dockerfile.dockerignore admit
 DOCKERFILE = "./backup_image/Dockerfile"
 
 
-def login_server(settings: Settings) -> str:
+@dataclass(frozen=True)
+class BackupImageArgs:
+    """A prebuilt image reference, or where to push the one built here."""
+
+    backup_image: str  # prebuilt reference; empty: build and push
+    container_registry: str
+    environment: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupImageArgs:
+        return args_from_settings(cls, settings)
+
+
+def login_server(args: BackupImageArgs) -> str:
     """ACR login servers are `<lowercase name>.azurecr.io` in Azure's public cloud."""
-    return f"{settings.container_registry.lower()}.azurecr.io"
+    return f"{args.container_registry.lower()}.azurecr.io"
 
 
-def image_tag(settings: Settings) -> str:
+def image_tag(args: BackupImageArgs) -> str:
     """A moving tag for people browsing the registry; the CronJobs use the digest."""
-    return f"{login_server(settings)}/{REPOSITORY}:{settings.environment}"
+    return f"{login_server(args)}/{REPOSITORY}:{args.environment}"
 
 
 def pinned_ref(repository: str, digest: str) -> str:
@@ -40,11 +56,11 @@ def pinned_ref(repository: str, digest: str) -> str:
 class BackupImage(pulumi.ComponentResource):
     """`ref` is the image reference the CronJobs run."""
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: BackupImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ipa-ops:backup:BackupImage", name, None, opts)
-        if settings.backup_image:
+        if args.backup_image:
             # Settings already refuse a prod reference without a digest.
-            self.ref: pulumi.Output[str] = pulumi.Output.from_input(settings.backup_image)
+            self.ref: pulumi.Output[str] = pulumi.Output.from_input(args.backup_image)
         else:
             image = docker_build.Image(
                 f"{name}-build",
@@ -52,13 +68,13 @@ class BackupImage(pulumi.ComponentResource):
                 dockerfile=docker_build.DockerfileArgs(location=DOCKERFILE),
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 push=True,
-                tags=[image_tag(settings)],
+                tags=[image_tag(args)],
                 labels={
                     "org.opencontainers.image.title": REPOSITORY,
                     "org.opencontainers.image.source": "ipa-ops/backup_image",
                 },
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            repository = f"{login_server(settings)}/{REPOSITORY}"
+            repository = f"{login_server(args)}/{REPOSITORY}"
             self.ref = image.digest.apply(lambda digest: pinned_ref(repository, digest))
         self.register_outputs({"ref": self.ref})

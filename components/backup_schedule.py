@@ -1,7 +1,8 @@
 """Backup and restore-drill CronJobs on AKS, their namespace, ServiceAccount and NetworkPolicies.
 
-Every manifest is built by a pure function from the settings and plain values (image
-reference, identity client id, blob endpoint), so tests check them without Pulumi.
+Every manifest is built by a pure function from `BackupScheduleArgs` (the settings it reads)
+and `Upstream` (the other components' outputs: image reference, blob endpoint and container,
+Pushgateway URL), so tests check them without Pulumi.
 
 Prerequisites in the cluster (docs/operations/disaster-recovery-plan.md): AKS workload identity
 enabled, and the Secrets `postgresCredentialsSecret` (keys `username`, `password`) and
@@ -12,17 +13,20 @@ Secrets of its own namespace.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.args import args_from_settings
+from components.exporter_credentials import POSTGRES, REDIS, CredentialSettings, credential_file, credential_volumes
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
-from components.topology import BACKUP, CRONJOB_NAMES, DRILL, PUSHGATEWAY_PORT, topology
+from components.topology import BACKUP, BACKUP_APP, CRONJOB_NAMES, DRILL, PUSHGATEWAY_PORT
 from components.topology import PUSHGATEWAY_POD_LABELS as PUSHGATEWAY_LABELS
 
-APP = "ipa-backup"
+APP = BACKUP_APP
 UID = 10001  # the image's non-root user; numeric so kubelet can check runAsNonRoot
 TMP = "/tmp"
 WORK = "/work"
@@ -39,28 +43,77 @@ DRILL_RESOURCES = {
 }
 
 
+@dataclass(frozen=True)
+class BackupScheduleArgs:
+    """The settings the CronJobs, their namespace, ServiceAccount and NetworkPolicies read."""
+
+    backup_namespace: str
+    backup_service_account: str
+    monitoring_namespace: str  # where the Pushgateway runs: the egress policies let the Jobs reach it
+    postgres_host: str
+    postgres_port: int
+    postgres_database: str
+    postgres_ssl_mode: str
+    postgres_credentials_secret: str
+    redis_host: str
+    redis_port: int
+    redis_credentials_secret: str
+    credentials_key_vault_id: str  # with a Key Vault, the pods' CSI volume syncs the two Secrets
+    backup_schedule: str
+    drill_schedule: str
+    backup_time_zone: str
+    backup_deadline_minutes: int
+    backup_longest_gap_minutes: int
+    rpo_target_minutes: int
+    rto_target_minutes: int
+    storage_class: str
+    production_database_size_gb: float
+    pitr_enabled: bool
+    wal_partial_upload_seconds: int  # the drill's PITR part waits for the stream's next upload
+    frequent_backup_targets: tuple[str, ...]  # what every run takes; the first set of a UTC day or ISO week takes both
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupScheduleArgs:
+        return args_from_settings(
+            cls,
+            settings,
+            backup_longest_gap_minutes=settings.backup_longest_gap_minutes,
+            frequent_backup_targets=settings.frequent_backup_targets,
+        )
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """What the Jobs take from the other components' outputs."""
+
+    image: pulumi.Input[str]  # BackupImage.ref
+    blob_account_url: pulumi.Input[str]  # BackupStorage.blob_endpoint
+    container: pulumi.Input[str]  # BackupStorage.container_name
+    pushgateway_url: pulumi.Input[str]  # Pushgateway.url
+
+
 def labels(component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": "ipa-ops"}
 
 
-def namespace_manifest(settings: Settings) -> dict[str, Any]:
+def namespace_manifest(args: BackupScheduleArgs) -> dict[str, Any]:
     """Pod Security Standard `restricted`, enforced: a pod spec that drifts from it is refused."""
     pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
     pss["pod-security.kubernetes.io/enforce-version"] = "latest"
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": settings.backup_namespace, "labels": {**pss, "app.kubernetes.io/part-of": "ipa-ops"}},
+        "metadata": {"name": args.backup_namespace, "labels": {**pss, "app.kubernetes.io/part-of": "ipa-ops"}},
     }
 
 
-def service_account_manifest(settings: Settings, client_id: Any) -> dict[str, Any]:
+def service_account_manifest(args: BackupScheduleArgs, client_id: Any) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": {
-            "name": settings.backup_service_account,
-            "namespace": settings.backup_namespace,
+            "name": args.backup_service_account,
+            "namespace": args.backup_namespace,
             "labels": {"app.kubernetes.io/name": APP, "azure.workload.identity/use": "true"},
             "annotations": {"azure.workload.identity/client-id": client_id},
         },
@@ -77,72 +130,93 @@ def _in_cluster(host: str) -> bool:
     return host.endswith(".svc") or ".svc." in host
 
 
-def postgres_env(settings: Settings, database: str) -> list[dict[str, Any]]:
+class PostgresClient(CredentialSettings, Protocol):
+    """What a pod that connects to PostgreSQL reads: BackupScheduleArgs and WalStreamArgs."""
+
+    @property
+    def postgres_host(self) -> str: ...
+    @property
+    def postgres_port(self) -> int: ...
+    @property
+    def postgres_ssl_mode(self) -> str: ...
+
+
+def postgres_env(args: PostgresClient, database: str) -> list[dict[str, Any]]:
     return [
-        {"name": "PGHOST", "value": settings.postgres_host},
-        {"name": "PGPORT", "value": str(settings.postgres_port)},
-        _secret_env("PGUSER", settings.postgres_credentials_secret, "username"),
-        _secret_env("PGPASSWORD", settings.postgres_credentials_secret, "password"),
+        {"name": "PGHOST", "value": args.postgres_host},
+        {"name": "PGPORT", "value": str(args.postgres_port)},
+        _secret_env("PGUSER", args.postgres_credentials_secret, "username"),
+        # A file, not an environment variable: the tool hands it to libpq as a private PGPASSFILE.
+        {"name": "PGPASSWORD_FILE", "value": credential_file(POSTGRES, "password")},
         {"name": "PGDATABASE", "value": database},
         # A managed (Azure) server outside the cluster is reached over TLS only.
-        {"name": "PGSSLMODE", "value": settings.postgres_ssl_mode},
+        {"name": "PGSSLMODE", "value": args.postgres_ssl_mode},
     ]
 
 
-def redis_env(settings: Settings) -> list[dict[str, Any]]:
-    """REDIS_URL carries no password; redis-cli and the tool read it from REDISCLI_AUTH."""
+def redis_env(args: BackupScheduleArgs) -> list[dict[str, Any]]:
+    """REDIS_URL carries no password; the tool reads it from the mounted Secret's file."""
     return [
-        {"name": "REDIS_URL", "value": f"redis://{settings.redis_host}:{settings.redis_port}/0"},
-        _secret_env("REDISCLI_AUTH", settings.redis_credentials_secret, "password"),
+        {"name": "REDIS_URL", "value": f"redis://{args.redis_host}:{args.redis_port}/0"},
+        {"name": "REDIS_PASSWORD_FILE", "value": credential_file(REDIS, "password")},
     ]
 
 
-def storage_env(settings: Settings, blob_account_url: Any) -> list[dict[str, Any]]:
-    return [
-        {"name": "BACKUP_CONTAINER", "value": settings.backup_container},
-        {"name": "BACKUP_BLOB_ACCOUNT_URL", "value": blob_account_url},
-        {"name": "PUSHGATEWAY_URL", "value": topology(settings).pushgateway_url},
+def storage_env(upstream: Upstream, *, push: bool = True) -> list[dict[str, Any]]:
+    """The container, its endpoint (workload identity, no key) and, for Jobs that push results, the Pushgateway."""
+    env = [
+        {"name": "BACKUP_CONTAINER", "value": upstream.container},
+        {"name": "BACKUP_BLOB_ACCOUNT_URL", "value": upstream.blob_account_url},
     ]
+    return env + ([{"name": "PUSHGATEWAY_URL", "value": upstream.pushgateway_url}] if push else [])
 
 
-def backup_env(settings: Settings, blob_account_url: Any) -> list[dict[str, Any]]:
+def backup_env(args: BackupScheduleArgs, upstream: Upstream) -> list[dict[str, Any]]:
     # The image points both at /work; in the read-only backup pod only the /tmp emptyDir is writable.
     scratch = [{"name": "BACKUP_WORK_DIR", "value": TMP}, {"name": "TMPDIR", "value": TMP}]
-    return postgres_env(settings, settings.postgres_database) + redis_env(settings) + storage_env(settings, blob_account_url) + scratch
+    # With PITR the WAL stream carries PostgreSQL's RPO: its logical dumps shrink to the daily and weekly sets.
+    targets = [{"name": "BACKUP_FREQUENT_TARGETS", "value": ",".join(args.frequent_backup_targets)}] if args.pitr_enabled else []
+    return postgres_env(args, args.postgres_database) + redis_env(args) + storage_env(upstream) + scratch + targets
 
 
-def drill_database(settings: Settings) -> str:
-    return f"{settings.postgres_database}_restore_drill"
+def drill_database(args: BackupScheduleArgs) -> str:
+    return f"{args.postgres_database}_restore_drill"
 
 
-def drill_env(settings: Settings, blob_account_url: Any) -> list[dict[str, Any]]:
+def drill_env(args: BackupScheduleArgs, upstream: Upstream) -> list[dict[str, Any]]:
     """The drill restores into a scratch database on the same server and a redis-server inside
     the pod, so it needs no Redis credentials at all."""
     return (
-        postgres_env(settings, settings.postgres_database)
-        + storage_env(settings, blob_account_url)
+        postgres_env(args, args.postgres_database)
+        + storage_env(upstream)
         + [
-            {"name": "DRILL_PGDATABASE", "value": drill_database(settings)},
+            {"name": "DRILL_PGDATABASE", "value": drill_database(args)},
             {"name": "BACKUP_WORK_DIR", "value": WORK},
             {"name": "TMPDIR", "value": WORK},  # the scratch redis-server and RDB land here too, not in /tmp
         ]
+        + ([{"name": "WAL_PARTIAL_UPLOAD_SECONDS", "value": str(args.wal_partial_upload_seconds)}] if args.pitr_enabled else [])
     )
 
 
-def drill_work_size_gi(settings: Settings) -> int:
-    """Scratch space for the decompressed dump and RDB: twice the database, at least 10 Gi."""
-    return max(10, math.ceil(settings.production_database_size_gb * 2))
+def drill_work_size_gi(args: BackupScheduleArgs) -> int:
+    """Scratch space for the decompressed dump and RDB: twice the database, at least 10 Gi; with PITR,
+    2.5 times, for the base backup's archive beside the data directory it recovers."""
+    return max(10, math.ceil(args.production_database_size_gb * (2.5 if args.pitr_enabled else 2)))
 
 
 def container_security_context() -> dict[str, Any]:
     return restricted_container(UID)
 
 
-def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: Any) -> dict[str, Any]:
+def pod_spec(args: BackupScheduleArgs, component: str, upstream: Upstream) -> dict[str, Any]:
     """The Job's pod template for `ipa-backup backup` or `ipa-backup drill`."""
     is_drill = component == DRILL
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP}]
+    # The credentials as files readable by the pod's group (fsGroup), never environment variables.
+    secret_volumes, secret_mounts = credential_volumes(args, (POSTGRES,) if is_drill else (POSTGRES, REDIS))
+    volumes += secret_volumes
+    mounts += secret_mounts
     if is_drill:
         # A generic ephemeral volume on the cluster's disk class, deleted with the pod: a
         # production-sized dump doesn't fit the node's ephemeral storage.
@@ -154,8 +228,8 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
                         "metadata": {"labels": labels(component)},
                         "spec": {
                             "accessModes": ["ReadWriteOnce"],
-                            "storageClassName": settings.storage_class,
-                            "resources": {"requests": {"storage": f"{drill_work_size_gi(settings)}Gi"}},
+                            "storageClassName": args.storage_class,
+                            "resources": {"requests": {"storage": f"{drill_work_size_gi(args)}Gi"}},
                         },
                     }
                 },
@@ -165,18 +239,18 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
     return {
         "metadata": {"labels": {**labels(component), "azure.workload.identity/use": "true"}},
         "spec": {
-            "serviceAccountName": settings.backup_service_account,
+            "serviceAccountName": args.backup_service_account,
             "automountServiceAccountToken": False,
             "restartPolicy": "Never",
             "securityContext": restricted_pod(UID, fs_group=True),
             "containers": [
                 {
                     "name": APP,
-                    "image": image,
+                    "image": upstream.image,
                     "imagePullPolicy": "IfNotPresent",
                     # No `command`: the image's entry point keeps tini as PID 1 in front of ipa-backup.
                     "args": ["drill" if is_drill else "backup"],
-                    "env": drill_env(settings, blob_account_url) if is_drill else backup_env(settings, blob_account_url),
+                    "env": drill_env(args, upstream) if is_drill else backup_env(args, upstream),
                     "resources": DRILL_RESOURCES if is_drill else BACKUP_RESOURCES,
                     "securityContext": container_security_context(),
                     "volumeMounts": mounts,
@@ -187,35 +261,35 @@ def pod_spec(settings: Settings, component: str, image: Any, blob_account_url: A
     }
 
 
-def backup_starting_deadline_seconds(settings: Settings) -> int:
+def backup_starting_deadline_seconds(args: BackupScheduleArgs) -> int:
     """A late start eats into the RPO slack (rpo - longest gap - deadline); never less than a
     minute, since the CronJob controller may look only every 10 s."""
-    slack_seconds = (settings.rpo_target_minutes - settings.backup_longest_gap_minutes - settings.backup_deadline_minutes) * 60
+    slack_seconds = (args.rpo_target_minutes - args.backup_longest_gap_minutes - args.backup_deadline_minutes) * 60
     return max(60, min(BACKUP_STARTING_DEADLINE_MAX_SECONDS, slack_seconds))
 
 
-def cronjob_manifest(settings: Settings, component: str, image: Any, blob_account_url: Any) -> dict[str, Any]:
+def cronjob_manifest(args: BackupScheduleArgs, component: str, upstream: Upstream) -> dict[str, Any]:
     is_drill = component == DRILL
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": CRONJOB_NAMES[component], "namespace": settings.backup_namespace, "labels": labels(component)},
+        "metadata": {"name": CRONJOB_NAMES[component], "namespace": args.backup_namespace, "labels": labels(component)},
         "spec": {
-            "schedule": settings.drill_schedule if is_drill else settings.backup_schedule,
-            "timeZone": settings.backup_time_zone,
+            "schedule": args.drill_schedule if is_drill else args.backup_schedule,
+            "timeZone": args.backup_time_zone,
             "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600 if is_drill else backup_starting_deadline_seconds(settings),
+            "startingDeadlineSeconds": 3600 if is_drill else backup_starting_deadline_seconds(args),
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": labels(component)},
                 "spec": {
                     # The whole Job (retries included) ends by this deadline: the RPO check counts on it.
-                    "activeDeadlineSeconds": (settings.rto_target_minutes if is_drill else settings.backup_deadline_minutes) * 60,
+                    "activeDeadlineSeconds": (args.rto_target_minutes if is_drill else args.backup_deadline_minutes) * 60,
                     "backoffLimit": 1,
                     # Long enough for BackupJobFailed to see a failed Job and for someone to read its logs.
                     "ttlSecondsAfterFinished": 7 * 86400 if is_drill else 86400,
-                    "template": pod_spec(settings, component, image, blob_account_url),
+                    "template": pod_spec(args, component, upstream),
                 },
             },
         },
@@ -231,9 +305,9 @@ def _dest_for(host: str, port: int) -> dict[str, Any]:
     return rule
 
 
-def network_policies(settings: Settings) -> list[dict[str, Any]]:
+def network_policies(args: BackupScheduleArgs) -> list[dict[str, Any]]:
     """Default deny for the namespace, then per component only what it needs."""
-    ns = settings.backup_namespace
+    ns = args.backup_namespace
     dns = {
         "to": [
             {
@@ -248,14 +322,14 @@ def network_policies(settings: Settings) -> list[dict[str, Any]]:
     pushgateway = {
         "to": [
             {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.monitoring_namespace}},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": args.monitoring_namespace}},
                 "podSelector": {"matchLabels": dict(PUSHGATEWAY_LABELS)},
             }
         ],
         "ports": [{"protocol": "TCP", "port": PUSHGATEWAY_PORT}],
     }
-    postgres = _dest_for(settings.postgres_host, settings.postgres_port)
-    redis = _dest_for(settings.redis_host, settings.redis_port)
+    postgres = _dest_for(args.postgres_host, args.postgres_port)
+    redis = _dest_for(args.redis_host, args.redis_port)
 
     def policy(name: str, selector: dict[str, Any], egress: list[dict[str, Any]] | None) -> dict[str, Any]:
         spec: dict[str, Any] = {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]}
@@ -285,32 +359,39 @@ def network_policies(settings: Settings) -> list[dict[str, Any]]:
 
 
 class BackupSchedule(pulumi.ComponentResource):
+    """The backup and restore-drill CronJobs, run as the identity `client_id` names, writing to
+    the storage container and pushing their results to the Pushgateway."""
+
     def __init__(
         self,
         name: str,
-        settings: Settings,
+        args: BackupScheduleArgs,
+        *,
         image: pulumi.Input[str],
         client_id: pulumi.Input[str],
         blob_account_url: pulumi.Input[str],
+        container: pulumi.Input[str],
+        pushgateway_url: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("ipa-ops:backup:BackupSchedule", name, None, opts)
-        manifest = namespace_manifest(settings)
+        upstream = Upstream(image=image, blob_account_url=blob_account_url, container=container, pushgateway_url=pushgateway_url)
+        manifest = namespace_manifest(args)
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=manifest["metadata"], opts=pulumi.ResourceOptions(parent=self))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        sa = service_account_manifest(settings, client_id)
+        sa = service_account_manifest(args, client_id)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-service-account",
             metadata=sa["metadata"],
             automount_service_account_token=sa["automountServiceAccountToken"],
             opts=in_ns,
         )
-        for policy in network_policies(settings):
+        for policy in network_policies(args):
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{policy['metadata']['name']}", metadata=policy["metadata"], spec=policy["spec"], opts=in_ns
             )
         after_sa = pulumi.ResourceOptions(parent=self, depends_on=[namespace, account])
         for component in (BACKUP, DRILL):
-            cron = cronjob_manifest(settings, component, image, blob_account_url)
+            cron = cronjob_manifest(args, component, upstream)
             k8s.batch.v1.CronJob(f"{name}-{CRONJOB_NAMES[component]}", metadata=cron["metadata"], spec=cron["spec"], opts=after_sa)
-        self.register_outputs({"namespace": settings.backup_namespace})
+        self.register_outputs({"namespace": args.backup_namespace})

@@ -5,6 +5,7 @@ sidecar loads: label `grafana_dashboard: "1"`, folder from the `grafana_folder` 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -22,13 +23,24 @@ def config_map_name(uid: str) -> str:
     return f"grafana-dashboard-{uid}"
 
 
-def dashboard_config_maps(settings: Settings) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class GrafanaDashboardsArgs:
+    """The dashboards (uid -> Grafana JSON model), built from the settings by `dashboards.build_all`."""
+
+    dashboards: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GrafanaDashboardsArgs:
+        return cls(dashboards=build_all(settings))
+
+
+def dashboard_config_maps(dashboards: dict[str, dict[str, Any]], namespace: pulumi.Input[str]) -> dict[str, dict[str, Any]]:
     """uid -> the ConfigMap metadata and data for that dashboard (pure; tested without Pulumi)."""
     return {
         uid: {
             "metadata": {
                 "name": config_map_name(uid),
-                "namespace": settings.monitoring_namespace,
+                "namespace": namespace,
                 "labels": {
                     DASHBOARD_LABEL: "1",
                     "app.kubernetes.io/name": "ipa-dashboards",
@@ -40,17 +52,19 @@ def dashboard_config_maps(settings: Settings) -> dict[str, dict[str, Any]]:
             # sort_keys: two renders of the same commit stay byte-identical.
             "data": {f"{uid}.json": json.dumps(dashboard, indent=2, sort_keys=True)},
         }
-        for uid, dashboard in build_all(settings).items()
+        for uid, dashboard in dashboards.items()
     }
 
 
 class GrafanaDashboards(pulumi.ComponentResource):
-    """One ConfigMap per IPA dashboard in the monitoring namespace."""
+    """One ConfigMap per IPA dashboard in the monitoring `namespace`."""
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: GrafanaDashboardsArgs, *, namespace: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ipa-ops:monitoring:GrafanaDashboards", name, None, opts)
         self.config_maps: dict[str, k8s.core.v1.ConfigMap] = {}
-        for uid, spec in dashboard_config_maps(settings).items():
+        for uid, spec in dashboard_config_maps(args.dashboards, namespace).items():
             metadata = spec["metadata"]
             self.config_maps[uid] = k8s.core.v1.ConfigMap(
                 f"{name}-{uid}",

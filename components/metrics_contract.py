@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.settings import BACKUP_TARGETS as BACKUP_TARGETS  # re-exported: the metrics name their targets
 from components.settings import FIELDS, LATENCY_BUCKETS
+from components.topology import WAL_STREAM_JOB
 
 BACKEND = "ipa-backend"  # exposed on the backend pods' /metrics, scraped as job="ipa-backend"
 BACKUP = "ipa-backup"  # pushed to the Pushgateway by the backup and drill jobs, job="ipa-backup"
+WAL_STREAM = WAL_STREAM_JOB  # served on the WAL stream pod's /metrics, scraped as job="ipa-wal-stream"
 
 EXECUTION_STATUSES = ("success", "failure", "cancelled", "timeout")
 CLAUDE_ERROR_TYPES = ("rate_limit", "overloaded", "api_error", "timeout", "connection", "invalid_request", "authentication")
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
-BACKUP_TARGETS = ("postgres", "redis")
 HISTOGRAM_SUFFIXES = ("bucket", "sum", "count")
 
 
@@ -33,7 +35,7 @@ class Metric:
     labels: tuple[str, ...]
     help: str  # the exposition's HELP text
     meaning: str  # the longer text of docs/monitoring/metrics.md
-    exposed_by: str  # BACKEND or BACKUP
+    exposed_by: str  # BACKEND, BACKUP or WAL_STREAM
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> its only allowed values
     buckets: tuple[float, ...] = ()
     bucket_note: str = ""
@@ -176,9 +178,92 @@ BACKUP_METRICS = (
         BACKUP,
         values={"target": BACKUP_TARGETS},
     ),
+    Metric(
+        "ipa_restore_drill_pitr_duration_seconds",
+        "gauge",
+        (),
+        "Point-in-time restore duration in the last successful drill",
+        "With base backups in the container: `pitr-restore --latest` into a scratch data directory until the image's "
+        "PostgreSQL answers on it. Pushed only when the drill passed.",
+        BACKUP,
+    ),
 )
 
-METRICS = {m.name: m for m in (*BACKEND_METRICS, *BACKUP_METRICS)}
+# Point-in-time recovery: `ipa-backup base-backup` pushes these (job="ipa-backup") after a verified base backup.
+BASE_BACKUP_METRICS = (
+    Metric(
+        "ipa_base_backup_last_success_timestamp_seconds",
+        "gauge",
+        (),
+        "Point in time the newest complete base backup is consistent at",
+        "Unix time of the point the newest verified base backup restores to at least (its end). Pushed only on success.",
+        BACKUP,
+    ),
+    Metric(
+        "ipa_base_backup_size_bytes",
+        "gauge",
+        (),
+        "Stored size of the newest complete base backup",
+        "Compressed size of the newest base backup in blob storage.",
+        BACKUP,
+    ),
+    Metric(
+        "ipa_base_backup_duration_seconds",
+        "gauge",
+        (),
+        "Duration of the newest successful base backup run",
+        "Duration of the last successful base backup run, from start to its manifest.",
+        BACKUP,
+    ),
+)
+
+# `ipa-backup wal-stream` serves these on its metrics port; the PodMonitor scrapes them as job="ipa-wal-stream".
+WAL_STREAM_METRICS = (
+    Metric(
+        "ipa_wal_stream_up",
+        "gauge",
+        (),
+        "1 while pg_receivewal runs and uploads succeed",
+        "1 while the receiver streams WAL through its replication slot and its uploads succeed, 0 otherwise.",
+        WAL_STREAM,
+    ),
+    Metric(
+        "ipa_wal_stream_lag_seconds",
+        "gauge",
+        (),
+        "Age of the oldest WAL the server has flushed that is not in blob storage",
+        "Age of the oldest WAL the server has flushed that is not yet in blob storage (what losing the cluster now would "
+        "lose), seconds; it includes the wait for the next partial-segment upload.",
+        WAL_STREAM,
+    ),
+    Metric(
+        "ipa_wal_stream_lag_bytes",
+        "gauge",
+        (),
+        "The server's current WAL position minus the position covered by uploads",
+        "The server's current WAL position minus the position covered by uploads, bytes.",
+        WAL_STREAM,
+    ),
+    Metric(
+        "ipa_wal_stream_uploaded_lsn",
+        "gauge",
+        (),
+        "WAL position (as a number) up to which blob storage holds the WAL",
+        "The WAL position (LSN as a number of bytes) up to which blob storage holds the WAL; its rate is the archive's throughput.",
+        WAL_STREAM,
+    ),
+    Metric(
+        "ipa_wal_last_upload_timestamp_seconds",
+        "gauge",
+        (),
+        "Time of the last successful WAL upload (segment or partial)",
+        "Unix time of the last successful upload of a WAL segment or partial segment. A quiet database uploads nothing new, "
+        "so alerts read the lag, not this.",
+        WAL_STREAM,
+    ),
+)
+
+METRICS = {m.name: m for m in (*BACKEND_METRICS, *BACKUP_METRICS, *BASE_BACKUP_METRICS, *WAL_STREAM_METRICS)}
 
 # The contract as Prometheus stores it.
 CONTRACT_METRICS = frozenset(series for m in METRICS.values() for series in m.series)
@@ -205,6 +290,11 @@ EXPORTER_METRICS: dict[str, frozenset[str]] = {
             "pg_stat_activity_count",
             "pg_settings_max_connections",
             "pg_replication_lag_seconds",
+            # replication_slot collector (on by default; PostgreSQL 13+ for the last two), labels slot_name, slot_type:
+            # safe_wal_size is NULL, so the series is missing, while max_slot_wal_keep_size is -1 (unlimited).
+            "pg_replication_slot_slot_is_active",
+            "pg_replication_slot_safe_wal_size_bytes",
+            "pg_replication_slot_wal_status",  # value 1, label wal_status: reserved, extended, unreserved or lost
         }
     ),
     "redis-exporter": frozenset(

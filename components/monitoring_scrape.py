@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.chart_images import pinned
+from components.exporter_credentials import POSTGRES, credential_dir, credential_file, credential_volumes
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import Settings
 from components.topology import BACKEND_APP as BACKEND_APP_LABEL
-from components.topology import BACKEND_JOB, RELEASE_LABELS
+from components.topology import BACKEND_JOB, POSTGRES_EXPORTER_RELEASE, REDIS_EXPORTER_RELEASE, RELEASE_LABELS
 
 SCRAPE_INTERVAL = "30s"
 
-POSTGRES_EXPORTER = "prometheus-postgres-exporter"  # chart name = release name = job label
-REDIS_EXPORTER = "prometheus-redis-exporter"
-POSTGRES_CREDENTIALS_DIR = "/etc/postgres-credentials"
+POSTGRES_EXPORTER = POSTGRES_EXPORTER_RELEASE  # chart name = release name = job label
+REDIS_EXPORTER = REDIS_EXPORTER_RELEASE
+POSTGRES_CREDENTIALS_DIR = credential_dir(POSTGRES)
 
 POD_SECURITY_CONTEXT = restricted_pod()
 CONTAINER_SECURITY_CONTEXT = restricted_container()
-EXPORTER_RESOURCES: dict[str, Any] = {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 
 
 def backend_pod_monitor(settings: Settings) -> dict[str, Any]:
@@ -57,8 +58,10 @@ def _service_monitor() -> dict[str, Any]:
 
 
 def postgres_exporter_values(settings: Settings) -> dict[str, Any]:
-    """prometheus-postgres-exporter values: user and password read from files of the mounted Secret."""
-    return {
+    """prometheus-postgres-exporter values: user and password read from files of the mounted Secret
+    (with a Key Vault, the pod's CSI volume syncs that Secret first: components/exporter_credentials.py)."""
+    volumes, mounts = credential_volumes(settings, (POSTGRES,))
+    values: dict[str, Any] = {
         "serviceMonitor": _service_monitor(),
         "config": {
             "datasource": {
@@ -66,30 +69,24 @@ def postgres_exporter_values(settings: Settings) -> dict[str, Any]:
                 "port": str(settings.postgres_port),
                 "database": settings.postgres_database,
                 "sslmode": settings.postgres_ssl_mode,
-                "userFile": f"{POSTGRES_CREDENTIALS_DIR}/username",
-                "passwordFile": f"{POSTGRES_CREDENTIALS_DIR}/password",
+                "userFile": credential_file(POSTGRES, "username"),
+                "passwordFile": credential_file(POSTGRES, "password"),
             },
         },
-        "extraVolumes": [
-            {
-                "name": "postgres-credentials",
-                "secret": {
-                    "secretName": settings.postgres_credentials_secret,
-                    "items": [{"key": "username", "path": "username"}, {"key": "password", "path": "password"}],
-                },
-            }
-        ],
-        "extraVolumeMounts": [{"name": "postgres-credentials", "mountPath": POSTGRES_CREDENTIALS_DIR, "readOnly": True}],
-        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "extraVolumes": volumes,
+        "extraVolumeMounts": mounts,
+        # fsGroup: the Secret's files are readable by the pod's group only.
+        "podSecurityContext": restricted_pod(fs_group=True),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "resources": EXPORTER_RESOURCES,
+        "resources": settings.resources("postgresExporter"),
     }
+    return pinned(settings.chart_images, POSTGRES_EXPORTER, values)
 
 
 def redis_exporter_values(settings: Settings) -> dict[str, Any]:
     """prometheus-redis-exporter values. The password comes from the Secret by secretKeyRef:
     the exporter's password *file* option expects a JSON map of addresses, not a plain password."""
-    return {
+    values: dict[str, Any] = {
         "redisAddress": f"redis://{settings.redis_host}:{settings.redis_port}",
         "auth": {
             "enabled": True,
@@ -98,5 +95,6 @@ def redis_exporter_values(settings: Settings) -> dict[str, Any]:
         "serviceMonitor": _service_monitor(),
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "resources": EXPORTER_RESOURCES,
+        "resources": settings.resources("redisExporter"),
     }
+    return pinned(settings.chart_images, REDIS_EXPORTER, values)

@@ -81,6 +81,22 @@ class RemoteWrite:
     tenant: str = ""
 
 
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of one container, as Kubernetes quantities."""
+
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+    def spec(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
 Check = Callable[[Any], str | None]  # returns "what is accepted" when the value is bad
 
 
@@ -136,6 +152,7 @@ EMAIL = matches(
     "an e-mail address like ops@example.com",
 )
 HTTPS_URL = matches(r"https://[^\s/$.?#][^\s]*", "an https:// URL")
+DNS_HOST = matches(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", "a Kubernetes name (RFC 1123 subdomain, lowercase)")
 DNS_LABEL = matches(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a Kubernetes name (RFC 1123 label, lowercase)")
 QUANTITY = matches(r"[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?", "a Kubernetes quantity like 500m, 2Gi")
 PROM_DURATION = matches(r"([0-9]+(ms|s|m|h|d|w|y))+", "a Prometheus duration like 15d or 12h")
@@ -145,12 +162,43 @@ SUBNET_ID = matches(
     r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+",
     "an Azure subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)",
 )
+KEY_VAULT_ID = matches(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/[A-Za-z0-9-]{3,24}",
+    "a Key Vault resource id (/subscriptions/.../providers/Microsoft.KeyVault/vaults/<name>), or empty",
+)
+GUID = matches(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "a GUID like 00000000-0000-4000-8000-000000000000"
+)
+HOST_NAME = matches(r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", "a DNS host name like grafana.ipa.example.com")
+GRAFANA_ROLES = ("Viewer", "Editor", "Admin")
+
+
+def optional(check: Check) -> Check:
+    return lambda value: None if value == "" else check(value)
+
+
+def group_roles(value: Mapping[str, str]) -> str | None:
+    for group, role in value.items():
+        if GUID(group):
+            return f"Entra group object ids (GUIDs) as keys (bad key {group!r})"
+        if role not in GRAFANA_ROLES:
+            return f"a Grafana role per group, one of {', '.join(GRAFANA_ROLES)} (bad role {role!r} of {group})"
+    return None
+
+
 HOST_PORT = matches(r"[A-Za-z0-9.-]+:[0-9]{1,5}", "host:port, e.g. smtp.office365.com:587")
 IMAGE_REF = matches(
     r"([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?",
     "an image reference like registry/name:tag@sha256:<64 hex>, or empty to build it",
 )
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BACKUP_TARGETS = ("postgres", "redis")  # what a logical backup set holds (the tool's `target` label)
+
+
+def frequent_targets(value: tuple[str, ...]) -> str | None:
+    """Redis must be in every run: it has no WAL stream to carry its RPO."""
+    ok = "redis" in value and set(value) <= set(BACKUP_TARGETS) and len(set(value)) == len(value)
+    return None if ok else "a list holding 'redis' and optionally 'postgres', each once"
 
 
 def cron(value: str) -> str | None:
@@ -159,6 +207,19 @@ def cron(value: str) -> str | None:
     except CronError as err:
         return f"a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. '*/30 * * * *' ({err})"
     return None
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds of a Prometheus duration (checked by PROM_DURATION first)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", value))
+
+
+def heartbeat_period(value: str) -> str | None:
+    accepted = "a Prometheus duration from 1m to 1h, e.g. 5m"
+    if PROM_DURATION(value):
+        return accepted
+    return None if 60 <= duration_seconds(value) <= 3600 else accepted
 
 
 def time_zone(value: str) -> str | None:
@@ -192,6 +253,67 @@ def pricing_table(value: Mapping[str, TokenPrices]) -> str | None:
 
 def prices_non_negative(value: TokenPrices) -> str | None:
     return None if all(p >= 0 for p in value.as_dict().values()) else "prices >= 0 USD per million tokens"
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Resources:
+    return Resources(cpu_request, memory_request, cpu_limit, memory_limit)
+
+
+# Every container the charts run besides Prometheus (which has settings of its own).
+DEFAULT_RESOURCES = {
+    "grafana": _resources("100m", "256Mi", "1", "512Mi"),
+    "grafanaSidecar": _resources("10m", "64Mi", "200m", "128Mi"),  # the dashboard sidecar and the datasource init container
+    "prometheusOperator": _resources("50m", "128Mi", "500m", "256Mi"),
+    "configReloader": _resources("10m", "32Mi", "100m", "64Mi"),  # next to Prometheus and Alertmanager
+    "admissionWebhookJobs": _resources("10m", "32Mi", "100m", "64Mi"),
+    "kubeStateMetrics": _resources("20m", "128Mi", "500m", "256Mi"),
+    "nodeExporter": _resources("20m", "32Mi", "250m", "64Mi"),
+    "alertmanager": _resources("50m", "128Mi", "500m", "256Mi"),
+    "postgresExporter": _resources("20m", "32Mi", "200m", "128Mi"),
+    "redisExporter": _resources("20m", "32Mi", "200m", "128Mi"),
+    "pushgateway": _resources("20m", "32Mi", "200m", "128Mi"),
+}
+
+
+# The charts' images, each pinned as `<tag>@sha256:<digest>` by components/chart_images.py.
+CHART_IMAGE_NAMES = (
+    "prometheus",
+    "alertmanager",
+    "prometheusOperator",
+    "configReloader",
+    "admissionWebhookCertgen",
+    "grafana",
+    "grafanaSidecar",
+    "kubeStateMetrics",
+    "nodeExporter",
+    "postgresExporter",
+    "redisExporter",
+    "pushgateway",
+)
+PINNED_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}@sha256:[a-f0-9]{64}")
+
+
+def image_pins(value: Mapping[str, str]) -> str | None:
+    for name, reference in value.items():
+        if name not in CHART_IMAGE_NAMES:
+            return f"image names among {', '.join(CHART_IMAGE_NAMES)} (bad name {name!r})"
+        if not PINNED_TAG.fullmatch(reference):
+            return f"<tag>@sha256:<64 hex> for each image (bad {name!r}: {reference!r})"
+    return None
+
+
+def resources_table(value: Mapping[str, Resources]) -> str | None:
+    for name, r in value.items():
+        if name not in DEFAULT_RESOURCES:
+            return f"container names among {', '.join(DEFAULT_RESOURCES)} (bad name {name!r})"
+        for field_name, quantity in dataclasses.asdict(r).items():
+            if QUANTITY(quantity):
+                return f"Kubernetes quantities like 100m or 256Mi (bad {name}.{config_key(field_name)} {quantity!r})"
+        if _quantity_bytes(r.cpu_request) > _quantity_bytes(r.cpu_limit) or _quantity_bytes(r.memory_request) > _quantity_bytes(
+            r.memory_limit
+        ):
+            return f"requests at most the limits (bad {name!r})"
+    return None
 
 
 DEFAULT_PRICING = {
@@ -241,8 +363,57 @@ class Settings:
         (), "Optional Prometheus remote_write targets: [{name, url, azureAdClientId?, tenant?}]."
     )
     alertmanager_replicas: int = setting(1, "Alertmanager replicas.", positive)
+    cluster_node_count: int = setting(
+        3,
+        "Nodes the monitoring pods can run on. Prometheus and Alertmanager replicas > 1 need one node each "
+        "(required anti-affinity by hostname).",
+        positive,
+    )
+    chart_images: dict[str, str] = setting(
+        {},
+        "The charts' images pinned by digest: {name: '<tag>@sha256:<64 hex>'}; scripts/pin-chart-images.sh writes them. "
+        "Prod requires every image.",
+        image_pins,
+    )
+    container_resources: dict[str, Resources] = setting(
+        DEFAULT_RESOURCES,
+        "Requests and limits of the charts' other containers: {name: {cpuRequest, memoryRequest, cpuLimit, memoryLimit}}; "
+        "names left out keep their defaults.",
+        resources_table,
+    )
     alertmanager_storage_size: str = setting("2Gi", "Alertmanager volume size.", QUANTITY)
     grafana_storage_size: str = setting("10Gi", "Grafana volume size.", QUANTITY)
+    grafana_entra_client_id: str = setting(
+        "",
+        "Grafana sign-in with Microsoft Entra ID: client (application) id of the app registration; empty keeps the "
+        "break-glass admin login only (docs/monitoring/grafana-sign-in.md).",
+        optional(GUID),
+    )
+    grafana_entra_tenant_id: str = setting(
+        "", "Entra tenant id of the app registration; required with grafanaEntraClientId.", optional(GUID)
+    )
+    grafana_entra_group_roles: dict[str, str] = setting(
+        {},
+        "Grafana role by Entra group object id: {groupId: Viewer|Editor|Admin}. Only members of these groups may sign in.",
+        group_roles,
+    )
+    grafana_entra_client_secret: Secret = setting(
+        Secret(""), "Client secret of the Grafana app registration; required with grafanaEntraClientId. Secret.", secret=True
+    )
+    grafana_ingress_host: str = setting(
+        "", "Host name of an Ingress in front of Grafana (HTTPS only); empty: no Ingress, kubectl port-forward.", optional(HOST_NAME)
+    )
+    grafana_ingress_class: str = setting(
+        "webapprouting.kubernetes.azure.com", "IngressClass of the Grafana Ingress (AKS app routing).", DNS_HOST
+    )
+    grafana_ingress_tls_secret: str = setting(
+        "grafana-tls",
+        "TLS Secret (tls.crt, tls.key) of the Grafana Ingress in the monitoring namespace, e.g. from cert-manager.",
+        DNS_LABEL,
+    )
+    grafana_ingress_namespace: str = setting(
+        "app-routing-system", "Namespace of the ingress controller pods, the only ones let through to Grafana.", DNS_LABEL
+    )
     grafana_external_url: str = setting(
         "", "Grafana URL for links in alerts; empty means the in-cluster URL.", lambda v: None if v == "" else HTTPS_URL(v)
     )
@@ -267,6 +438,13 @@ class Settings:
     redis_host: str = setting("ipa-redis-master.ipa.svc.cluster.local", "Redis host name.", matches(r"[A-Za-z0-9.-]+", "a host name"))
     redis_port: int = setting(6379, "Redis port.", lambda v: None if 0 < v < 65536 else "a TCP port 1-65535")
     redis_credentials_secret: str = setting("ipa-redis-credentials", "Existing Secret (key `password`) for Redis.", DNS_LABEL)
+    credentials_key_vault_id: str = setting(
+        "",
+        "Key Vault holding the PostgreSQL and Redis credentials as secrets `<Secret name>-<key>`; the Secrets Store CSI driver "
+        "syncs them into both Secrets above, in the monitoring and backup namespaces. Empty: create the Secrets by hand "
+        "in both namespaces. Prod requires it.",
+        lambda v: None if v == "" else KEY_VAULT_ID(v),
+    )
 
     # --- alert routing ---------------------------------------------------------------------------
     alert_email_to: tuple[str, ...] = setting(REQUIRED, "E-mail recipients of critical alerts.", non_empty(each(EMAIL)))
@@ -279,6 +457,15 @@ class Settings:
     )
     smtp_password: Secret = setting(
         REQUIRED, "SMTP password. Secret.", lambda v: None if v.reveal() else "a non-empty password", secret=True
+    )
+    heartbeat_url: Secret = setting(
+        REQUIRED,
+        "Dead man's switch: webhook URL of an outside heartbeat service that pages when the always-firing Watchdog stops arriving. Secret.",
+        lambda v: HTTPS_URL(v.reveal()),
+        secret=True,
+    )
+    heartbeat_interval: str = setting(
+        "5m", "How often Alertmanager sends the Watchdog heartbeat (repeat_interval), 1m to 1h.", heartbeat_period
     )
 
     # --- alert thresholds and objectives ---------------------------------------------------------
@@ -331,6 +518,37 @@ class Settings:
         "ipaopsacr", "Azure Container Registry name the image is pushed to.", matches(r"[A-Za-z0-9]{5,50}", "5-50 letters and digits")
     )
     production_database_size_gb: float = setting(20.0, "Size of the production database, GB, for the RTO estimate.", positive)
+    production_redis_size_gb: float = setting(
+        1.0, "Size of the production Redis data set (its RDB file), GB, for capacity.md: every logical set holds one.", positive
+    )
+
+    # --- point-in-time recovery of PostgreSQL (WAL stream and base backups) -------------------------
+    pitr_enabled: bool = setting(
+        True, "Stream PostgreSQL's WAL and take daily base backups (point-in-time recovery); the stream then carries the RPO."
+    )
+    pitr_frequent_backup_targets: tuple[str, ...] = setting(
+        ("redis",),
+        "Targets every logical backup run takes while pitrEnabled (BACKUP_FREQUENT_TARGETS); the first set of each UTC day "
+        "and ISO week takes both. Redis has no stream, so it is always one.",
+        frequent_targets,
+    )
+    base_backup_schedule: str = setting(
+        "0 1 * * *", "Cron schedule of the base backup CronJob; runs at least daily (first of an ISO week is weekly).", cron
+    )
+    base_backup_deadline_minutes: int = setting(180, "activeDeadlineSeconds of a base backup Job, in minutes.", positive)
+    wal_partial_upload_seconds: int = setting(
+        15,
+        "Seconds between uploads of the WAL segment being written, so a quiet database still meets the RPO.",
+        lambda v: None if 1 <= v <= 300 else "a whole number of seconds 1-300",
+    )
+    wal_lag_budget_seconds: int = setting(
+        45, "WalArchiveLagHigh: WAL not yet uploaded for this long; plus walPartialUploadSeconds it bounds the RPO.", positive
+    )
+    wal_stream_storage_size: str = setting("20Gi", "Volume of the WAL stream's spool (WAL received, not yet uploaded).", QUANTITY)
+    wal_per_day_gb: float = setting(2.0, "WAL the server writes per day, GB uncompressed, for capacity.md.", positive)
+    max_slot_wal_keep_size_gb: int = setting(
+        16, "The server's max_slot_wal_keep_size in GB (set it on the server); the slot retention alert compares against it.", positive
+    )
 
     # --- backup storage on Azure -------------------------------------------------------------------
     existing_resource_group: str = setting(
@@ -364,9 +582,49 @@ class Settings:
     def is_prod(self) -> bool:
         return self.environment == "prod"
 
+    def resources(self, name: str) -> dict[str, dict[str, str]]:
+        """Requests and limits of one container of DEFAULT_RESOURCES: the setting, else its default."""
+        return self.container_resources.get(name, DEFAULT_RESOURCES[name]).spec()
+
     @property
     def backup_longest_gap_minutes(self) -> int:
         return parse_cron(self.backup_schedule).longest_gap_minutes()
+
+    @property
+    def frequent_backup_targets(self) -> tuple[str, ...]:
+        """What every logical backup run takes; the first set of a UTC day or ISO week takes both. Without
+        PITR both, always: the logical sets then carry PostgreSQL's RPO as well."""
+        return tuple(t for t in BACKUP_TARGETS if t in self.pitr_frequent_backup_targets) if self.pitr_enabled else BACKUP_TARGETS
+
+    @property
+    def daily_backup_max_age_minutes(self) -> int:
+        """Longest age of the newest daily set: a day, plus the schedule's longest gap (the first run of a
+        UTC day may come that late after midnight), plus the deadline of that run."""
+        return 1440 + self.backup_longest_gap_minutes + self.backup_deadline_minutes
+
+    @property
+    def backup_max_age_minutes(self) -> dict[str, int]:
+        """Per target, the age past which its newest logical set is late (BackupTooOld): the RPO for a
+        target every run takes; for PostgreSQL dumped daily only (the WAL stream carries its RPO, guarded
+        by WalStreamDown and WalArchiveLagHigh), the daily gap plus deadline."""
+        frequent = self.frequent_backup_targets
+        return {t: self.rpo_target_minutes if t in frequent else self.daily_backup_max_age_minutes for t in BACKUP_TARGETS}
+
+    @property
+    def wal_retention_days(self) -> int:
+        """WAL is kept back to the oldest daily base backup: the daily retention plus one base backup gap."""
+        return self.backup_retention_days - (-parse_cron(self.base_backup_schedule).longest_gap_minutes() // 1440)
+
+    @property
+    def base_backup_max_age_minutes(self) -> int:
+        """Age past which the newest base backup is late (BaseBackupTooOld)."""
+        return parse_cron(self.base_backup_schedule).longest_gap_minutes() + self.base_backup_deadline_minutes
+
+    @property
+    def pitr_rpo_bound_seconds(self) -> int:
+        """The most committed data a lost cluster loses with the WAL stream on: the partial segment's
+        upload interval plus the lag WalArchiveLagHigh tolerates."""
+        return self.wal_partial_upload_seconds + self.wal_lag_budget_seconds
 
 
 def config_key(field_name: str) -> str:
@@ -426,6 +684,15 @@ def _convert(raw: Any, hint: Any) -> Any:
             return tuple(structured)
         return tuple(_camel_object(v, item, "a list item") for v in structured)
     if origin is dict:
+        item = typing.get_args(hint)[1]
+        if item is str:
+            if not isinstance(structured, dict) or not all(isinstance(v, str) for v in structured.values()):
+                raise ValueError("an object {name: '<tag>@sha256:<64 hex>'}")
+            return dict(structured)
+        if item is Resources:
+            if not isinstance(structured, dict):
+                raise ValueError("an object {name: {cpuRequest, memoryRequest, cpuLimit, memoryLimit}}")
+            return {k: _camel_object(v, Resources, f"container {k!r}") for k, v in structured.items()}
         if not isinstance(structured, dict):
             raise ValueError("an object {model: {input, output, cacheRead, cacheWrite}}")
         return {k: _camel_object(v, TokenPrices, f"model {k!r}") for k, v in structured.items()}
@@ -455,6 +722,8 @@ def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
                 f"({s.backup_deadline_minutes} min) is at most rpoTargetMinutes ({s.rpo_target_minutes} min)",
             )
         )
+    if s.pitr_enabled:
+        problems += _pitr_checks(s)
     drill_gap_days = parse_cron(s.drill_schedule).longest_gap_minutes() / 1440
     if drill_gap_days > s.restore_drill_period_days:
         problems.append(
@@ -483,6 +752,17 @@ def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
                 f"at most 90 % of prometheusStorageSize ({s.prometheus_storage_size}), leaving room for the WAL",
             )
         )
+    problems += _sign_in_checks(s)
+    for key, replicas in (("alertmanagerReplicas", s.alertmanager_replicas), ("prometheusReplicas", s.prometheus_replicas)):
+        if replicas > 1 and s.cluster_node_count < replicas:
+            problems.append(
+                (
+                    key,
+                    replicas,
+                    f"at most clusterNodeCount ({s.cluster_node_count}): each replica needs a node of its own "
+                    "(required anti-affinity by hostname)",
+                )
+            )
     if s.is_prod:
         if s.storage_redundancy not in ("Standard_GZRS", "Standard_RAGZRS"):
             problems.append(("storageRedundancy", s.storage_redundancy, "in prod, 'Standard_RAGZRS' or 'Standard_GZRS'"))
@@ -490,8 +770,91 @@ def _cross_checks(s: Settings) -> list[tuple[str, Any, str]]:
             problems.append(("storageImmutabilityDays", 0, f"in prod, at least backupRetentionDays ({s.backup_retention_days})"))
         if not s.storage_delete_lock:
             problems.append(("storageDeleteLock", False, "in prod, true"))
+        if not s.credentials_key_vault_id:
+            problems.append(
+                ("credentialsKeyVaultId", "", "in prod, a Key Vault resource id: the state stores' credentials come from one place")
+            )
+        unpinned = [name for name in CHART_IMAGE_NAMES if name not in s.chart_images]
+        if unpinned:
+            problems.append(
+                (
+                    "chartImages",
+                    {k: s.chart_images[k] for k in sorted(s.chart_images)},
+                    "in prod, every chart image pinned by digest (<tag>@sha256:<64 hex>, scripts/pin-chart-images.sh); "
+                    "missing: " + ", ".join(unpinned),
+                )
+            )
         if s.backup_image and "@sha256:" not in s.backup_image:
             problems.append(("backupImage", s.backup_image, "in prod, an image pinned by digest (…@sha256:<64 hex>) or empty to build it"))
+    return problems
+
+
+def _pitr_checks(s: Settings) -> list[tuple[str, Any, str]]:
+    """With the WAL stream on, PostgreSQL's RPO is its upload interval plus lag budget (backupSchedule
+    keeps its own check: it carries Redis's RPO, and PostgreSQL's again when PITR is turned off)."""
+    problems: list[tuple[str, Any, str]] = []
+    rpo_seconds = s.rpo_target_minutes * 60
+    if s.pitr_rpo_bound_seconds > rpo_seconds:
+        problems.append(
+            (
+                "walLagBudgetSeconds",
+                s.wal_lag_budget_seconds,
+                f"at most rpoTargetMinutes ({rpo_seconds} s) minus walPartialUploadSeconds ({s.wal_partial_upload_seconds} s): "
+                "with pitrEnabled the RPO is the partial upload interval plus the lag budget",
+            )
+        )
+    base_gap = parse_cron(s.base_backup_schedule).longest_gap_minutes()
+    if base_gap > 1440:
+        problems.append(
+            ("baseBackupSchedule", s.base_backup_schedule, f"a schedule that runs at least daily; its longest gap is {base_gap} min")
+        )
+    if s.base_backup_deadline_minutes >= base_gap:
+        problems.append(
+            (
+                "baseBackupDeadlineMinutes",
+                s.base_backup_deadline_minutes,
+                f"less than the longest gap of baseBackupSchedule ({base_gap} min)",
+            )
+        )
+    if s.max_slot_wal_keep_size_gb < s.wal_per_day_gb:
+        problems.append(
+            (
+                "maxSlotWalKeepSizeGb",
+                s.max_slot_wal_keep_size_gb,
+                f"at least walPerDayGb ({s.wal_per_day_gb:g}), so the slot survives a day without the stream",
+            )
+        )
+    if _quantity_bytes(s.wal_stream_storage_size) < 2**30:
+        problems.append(("walStreamStorageSize", s.wal_stream_storage_size, "at least 1Gi (64 WAL segments)"))
+    return problems
+
+
+def _sign_in_checks(s: Settings) -> list[tuple[str, Any, str]]:
+    """Entra ID sign-in needs its tenant, secret, groups and an external HTTPS URL; an Ingress serves that URL."""
+    problems: list[tuple[str, Any, str]] = []
+    if s.grafana_entra_client_id:
+        if not s.grafana_entra_tenant_id:
+            problems.append(("grafanaEntraTenantId", "", "the tenant id of the app registration, with grafanaEntraClientId set"))
+        if not s.grafana_entra_client_secret.reveal():
+            problems.append(
+                (
+                    "grafanaEntraClientSecret",
+                    "",
+                    "the app registration's client secret (pulumi config set --secret), with grafanaEntraClientId set",
+                )
+            )
+        if not s.grafana_entra_group_roles:
+            problems.append(
+                ("grafanaEntraGroupRoles", {}, "at least one {groupId: role} with grafanaEntraClientId set: nobody else may sign in")
+            )
+        if not s.grafana_external_url:
+            problems.append(
+                ("grafanaExternalUrl", "", "the https:// URL users open, with grafanaEntraClientId set (the app's redirect URI)")
+            )
+    if s.grafana_ingress_host and s.grafana_external_url.rstrip("/") != f"https://{s.grafana_ingress_host}":
+        problems.append(
+            ("grafanaExternalUrl", s.grafana_external_url, f"https://{s.grafana_ingress_host}, the URL of the Ingress (grafanaIngressHost)")
+        )
     return problems
 
 
@@ -615,6 +978,7 @@ __all__ = [
     "PROJECT",
     "SECRET_KEYS",
     "RemoteWrite",
+    "Resources",
     "Secret",
     "Settings",
     "SettingsError",

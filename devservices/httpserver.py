@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
+
+from devservices.process import free_port
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -29,3 +32,41 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+
+class LoopbackService:
+    """A stand-in served by `handler` on 127.0.0.1 (a free port unless given), started and stopped
+    with it; subclasses keep what the handler records, under `self._lock`."""
+
+    handler: type[BaseHTTPRequestHandler]
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._server: LoopbackServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._server = LoopbackServer(self.port, self.handler, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

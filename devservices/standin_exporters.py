@@ -24,15 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from components.metrics_contract import BACKUP, BACKUP_METRICS, BACKUP_TARGETS
-from components.topology import GRAFANA_SERVICE, RELEASE_NAME
+from components.topology import BACKEND_APP, CRONJOB_NAMES, GRAFANA_SERVICE, RELEASE_NAME
+from components.topology import BACKUP as BACKUP_CRONJOB
+from components.topology import DRILL as DRILL_CRONJOB
 from devservices.httpserver import LoopbackServer, QuietHandler
 from devservices.process import ServiceError, free_port
 
 NODE = "aks-system-38217465-vmss000000"
 NODE_IP = "10.224.0.4"
-BACKEND_PODS = ("ipa-backend-0", "ipa-backend-1")
-BACKEND_CONTAINER = "ipa-backend"
-BACKEND_APP = "ipa-backend"  # the pods' label app=ipa-backend, which rules and dashboards select on
 CPU_MODES = ("idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice")
 GiB = 1024**3
 TICK_SECONDS = 0.2
@@ -51,7 +50,20 @@ JOBS = {
 class _Exporters:
     """The metric families, one registry per exporter."""
 
-    def __init__(self, namespace: str, backup_namespace: str, monitoring_namespace: str, database: str, now: float) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        backup_namespace: str,
+        monitoring_namespace: str,
+        database: str,
+        now: float,
+        backend_app: str = BACKEND_APP,
+        cronjob_names: dict[str, str] | None = None,
+    ) -> None:
+        # The backend pods carry the label app=<backend_app> (rules and dashboards select on it); their container has that name too.
+        self.backend_app = backend_app
+        self.backend_pods = (f"{backend_app}-0", f"{backend_app}-1")
+        self.cronjob_names = dict(cronjob_names or CRONJOB_NAMES)
         self.registries = {job: CollectorRegistry() for job in JOBS}
         ksm = self.registries["kube-state-metrics"]
         node = self.registries["node-exporter"]
@@ -220,6 +232,20 @@ class _Exporters:
             "pg_settings_max_connections", "Sets the maximum number of concurrent connections.", ["server"], registry=pg
         )
         self.pg_lag = Gauge("pg_replication_lag_seconds", "Replication lag behind master in seconds", ["server"], registry=pg)
+        # The replication_slot collector: one healthy slot, the WAL stream's.
+        slot_labels = ["slot_name", "slot_type"]
+        self.pg_slot_active = Gauge(
+            "pg_replication_slot_slot_is_active", "whether the replication slot is active or not", slot_labels, registry=pg
+        )
+        self.pg_slot_safe_wal = Gauge(
+            "pg_replication_slot_safe_wal_size_bytes",
+            "number of bytes that can be written to WAL such that this slot is not in danger of getting in state lost",
+            slot_labels,
+            registry=pg,
+        )
+        self.pg_slot_wal_status = Gauge(
+            "pg_replication_slot_wal_status", "availability of WAL files claimed by this slot", [*slot_labels, "wal_status"], registry=pg
+        )
         self.redis_up = Gauge("redis_up", "Information about the Redis instance", registry=redis)
         self.redis_memory = Gauge("redis_memory_used_bytes", "memory_used_bytes metric", registry=redis)
         self.redis_memory_max = Gauge("redis_memory_max_bytes", "memory_max_bytes metric", registry=redis)
@@ -230,27 +256,27 @@ class _Exporters:
         self._declare(namespace, backup_namespace, monitoring_namespace, database, now)
 
     def _declare(self, namespace: str, backup_namespace: str, monitoring_namespace: str, database: str, now: float) -> None:
-        for index, pod in enumerate(BACKEND_PODS):
+        app = self.backend_app
+        for index, pod in enumerate(self.backend_pods):
             uid = f"5b0c6d2e-0000-4000-8000-00000000000{index}"
-            self.pod_info.labels(
-                namespace, pod, uid, NODE_IP, f"10.244.0.{10 + index}", NODE, "StatefulSet", "ipa-backend", "", "false"
-            ).set(1)
-            self.pod_labels.labels(namespace, pod, uid, BACKEND_APP).set(1)
+            self.pod_info.labels(namespace, pod, uid, NODE_IP, f"10.244.0.{10 + index}", NODE, "StatefulSet", app, "", "false").set(1)
+            self.pod_labels.labels(namespace, pod, uid, app).set(1)
             for condition, value in (("true", 1), ("false", 0), ("unknown", 0)):
                 self.pod_ready.labels(namespace, pod, uid, condition).set(value)
             for gauge, cpu, memory in ((self.requests, 0.5, 512 * 1024**2), (self.limits, 1.0, GiB)):
-                gauge.labels(namespace, pod, uid, BACKEND_CONTAINER, NODE, "cpu", "core").set(cpu)
-                gauge.labels(namespace, pod, uid, BACKEND_CONTAINER, NODE, "memory", "byte").set(memory)
-            self.restarts.labels(namespace, pod, uid, BACKEND_CONTAINER)
+                gauge.labels(namespace, pod, uid, app, NODE, "cpu", "core").set(cpu)
+                gauge.labels(namespace, pod, uid, app, NODE, "memory", "byte").set(memory)
+            self.restarts.labels(namespace, pod, uid, app)
             for reason in ("ContainerCreating", "CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"):
-                self.waiting.labels(namespace, pod, uid, BACKEND_CONTAINER, reason).set(0)
+                self.waiting.labels(namespace, pod, uid, app, reason).set(0)
             cid = f"/kubepods/burstable/pod{uid}"
-            image = "ipaopsacr.azurecr.io/ipa-backend:1.4.2"
-            self.working_set.labels(BACKEND_CONTAINER, cid + "/c1", image, "c1", namespace, pod).set(300 * 1024**2 + index * 20 * 1024**2)
+            image = f"ipaopsacr.azurecr.io/{app}:1.4.2"
+            self.working_set.labels(app, cid + "/c1", image, "c1", namespace, pod).set(300 * 1024**2 + index * 20 * 1024**2)
             self.pod_rx.labels("", cid, "", "", namespace, pod, "eth0")
             self.pod_tx.labels("", cid, "", "", namespace, pod, "eth0")
         # One finished backup and one finished drill Job, as the CronJobs leave them.
-        for cronjob, started in (("ipa-backup", now - 600), ("ipa-restore-drill", now - 86400)):
+        ages = {BACKUP_CRONJOB: 600, DRILL_CRONJOB: 86400}  # the backup CronJob ran 10 minutes ago, the restore drill a day ago
+        for cronjob, started in ((self.cronjob_names[part], now - age) for part, age in ages.items()):
             job = f"{cronjob}-{int(started) // 60}"
             self.job_succeeded.labels(backup_namespace, job).set(1)
             self.job_failed.labels(backup_namespace, job, "").set(0)
@@ -283,10 +309,13 @@ class _Exporters:
         self.pg_up.set(1)
         self.pg_size.labels(database).set(20 * GiB)
         self.pg_backends.labels("16384", database).set(12)
-        self.pg_activity.labels("ipa-backend", "client backend", database, "active", "ipa").set(3)
-        self.pg_activity.labels("ipa-backend", "client backend", database, "idle", "ipa").set(9)
+        self.pg_activity.labels(app, "client backend", database, "active", "ipa").set(3)
+        self.pg_activity.labels(app, "client backend", database, "idle", "ipa").set(9)
         self.pg_max_connections.labels("ipa-postgres:5432").set(100)
         self.pg_lag.labels("ipa-postgres:5432").set(0)
+        self.pg_slot_active.labels("ipa_wal_stream", "physical").set(1)
+        self.pg_slot_safe_wal.labels("ipa_wal_stream", "physical").set(15 * GiB)
+        self.pg_slot_wal_status.labels("ipa_wal_stream", "physical", "reserved").set(1)
         self.redis_up.set(1)
         self.redis_memory.set(180 * 1024**2)
         self.redis_memory_max.set(GiB)
@@ -306,10 +335,11 @@ class _Exporters:
             self.net_tx.labels(device).inc(rate * 0.6 * dt)
         self.disk_read.labels("sda").inc(4e5 * dt)
         self.disk_written.labels("sda").inc(1.2e6 * dt)
-        for index, pod in enumerate(BACKEND_PODS):
+        app = self.backend_app
+        for index, pod in enumerate(self.backend_pods):
             uid = f"5b0c6d2e-0000-4000-8000-00000000000{index}"
             cid = f"/kubepods/burstable/pod{uid}"
-            labels = (BACKEND_CONTAINER, cid + "/c1", "ipaopsacr.azurecr.io/ipa-backend:1.4.2", "c1", namespace, pod)
+            labels = (app, cid + "/c1", f"ipaopsacr.azurecr.io/{app}:1.4.2", "c1", namespace, pod)
             self.cpu.labels(*labels).inc((0.2 + 0.05 * index) * dt)
             self.cfs_periods.labels(*labels).inc(10 * dt)  # 100ms periods
             self.cfs_throttled.labels(*labels).inc(0.3 * dt)
@@ -342,11 +372,15 @@ class StandinExporters:
         database: str = "ipa",
         port: int | None = None,
         max_runtime_seconds: float = 3600.0,
+        backend_app: str = BACKEND_APP,
+        cronjob_names: dict[str, str] | None = None,
     ) -> None:
+        """Namespaces, database, backend app label and CronJob names as the render states them
+        (settings.json, topology.json); the defaults are the dev stack's."""
         self.namespace = namespace
         self.port = port or free_port()
         self.max_runtime_seconds = max_runtime_seconds
-        self.exporters = _Exporters(namespace, backup_namespace, monitoring_namespace, database, time.time())
+        self.exporters = _Exporters(namespace, backup_namespace, monitoring_namespace, database, time.time(), backend_app, cronjob_names)
         self._stop = threading.Event()
         self._server: LoopbackServer | None = None
         self._threads: list[threading.Thread] = []

@@ -13,13 +13,11 @@ Workflows endpoint answers 202 Accepted. This server answers the same way and ke
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from devservices.httpserver import LoopbackServer, QuietHandler
-from devservices.process import free_port
+from devservices.httpserver import LoopbackService, QuietHandler
 
 MAX_BODY = 1024 * 1024
 
@@ -45,17 +43,12 @@ class _Handler(QuietHandler):
         self.reply(202 if body is not None else 400)
 
 
-class TeamsStandin:
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self._lock = threading.Lock()
-        self._posts: list[TeamsPost] = []
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
+class TeamsStandin(LoopbackService):
+    handler = _Handler
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self._posts: list[TeamsPost] = []
 
     def webhook_url(self, name: str = "alerts") -> str:
         return f"{self.url}/workflows/{name}"
@@ -68,24 +61,3 @@ class TeamsStandin:
     def posts(self) -> list[TeamsPost]:
         with self._lock:
             return list(self._posts)
-
-    def start(self) -> TeamsStandin:
-        self._server = LoopbackServer(self.port, _Handler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> TeamsStandin:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

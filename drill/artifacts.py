@@ -1,194 +1,252 @@
-"""The drill's copies of the rendered dev stack artifacts (pure functions, tested without services).
+"""The drill's copies of the rendered dev stack (pure functions, tested without services).
 
-The drill runs the exact rules, routes and templates `pulumi up` would deploy, with these
-local changes only, each listed in the report:
+The drill runs the rules, routes, templates, scrape settings and CronJob environment `pulumi up`
+would deploy, read from the render (docs/operations/render.md), with these local changes only,
+each listed in the report:
 
-- rules: time compressed by `TIME_SCALE` (one drill second stands for one production minute):
-  every `for:`/`keep_firing_for:`, every range window, subquery step and offset is divided by it
-  (range windows never below `MIN_RANGE_SECONDS`, so `rate()` still sees several scrapes), every
-  group evaluates every second, and BackupTooOld's RPO threshold is divided by it;
+- rules: time compressed on the syntax tree (drill.promql); the chart's Watchdog rule added when
+  the render's monitoring chart values keep the chart's `general` rules;
 - alertmanager.yaml: every secret `*_file` path points at a local file (Teams stand-in URL,
-  SMTP password), e-mail goes to the local SMTP stand-in without STARTTLS, and `group_wait` /
-  `group_interval` are shortened; receivers, matchers, grouping and templates stay as rendered;
+  heartbeat stand-in URL, SMTP password), e-mail goes to the local SMTP stand-in without STARTTLS,
+  `group_wait` / `group_interval` are shortened and the heartbeat route's `repeat_interval` is
+  compressed; receivers, matchers, grouping and templates stay as rendered;
+- the backend's scrape config: built from the rendered PodMonitor, its target the stand-in backend;
 - backup CronJob env: the same variable names, values translated to the loopback services.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-TIME_SCALE = 60.0
+from drill.promql import TIME_SCALE, format_duration, parse_duration
+
 IMAGE_ENTRYPOINT = "ipa-backup"  # what the backup image runs (behind tini) when a container sets no `command`
-MIN_RANGE_SECONDS = 5.0
-MIN_FOR_SECONDS = 1.0
 DRILL_GROUP_WAIT = "1s"
 DRILL_GROUP_INTERVAL = "5s"
-DRILL_RULE_INTERVAL = "1s"
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
-_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-# PromQL string literals: never rewritten (a regex like "[0-9]" is not a range).
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_RANGE = re.compile(r"\[\s*([0-9a-z]+)\s*(?::\s*([0-9a-z]*)\s*)?\]")
-_OFFSET = re.compile(r"\boffset\s+(-?)([0-9a-z]+)")
+MIN_SCRAPE_SECONDS = 1.0
+WATCHDOG = "Watchdog"
+# The monitoring chart's Watchdog (its `general` default rules): always firing, the heartbeat's source.
+# The render holds only the stack's own PrometheusRules; the chart brings this one in the cluster.
+CHART_WATCHDOG_RULE: dict[str, Any] = {
+    "alert": WATCHDOG,
+    "expr": "vector(1)",
+    "labels": {"severity": "none"},
+    "annotations": {
+        "summary": "An alert that should always be firing to certify that Alertmanager is working properly.",
+    },
+}
 
 
 class ArtifactError(RuntimeError):
     """A rendered artifact is missing or has a shape the drill cannot run."""
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of a Prometheus duration such as `5m`, `1h30m`, `250ms`."""
-    text = text.strip()
-    if not _DURATION.match(text):
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
+# --- rules ---------------------------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest exact Prometheus duration (whole milliseconds)."""
-    ms = max(1, round(seconds * 1000))
-    if ms % 1000:
-        return f"{ms}ms"
-    s = ms // 1000
-    for unit, size in (("h", 3600), ("m", 60)):
-        if s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
+def chart_general_rules_enabled(kps_values: Mapping[str, Any]) -> bool:
+    """Whether the rendered values of the monitoring chart keep the chart's `general` rules (Watchdog)."""
+    default_rules = kps_values.get("defaultRules") or {}
+    return default_rules.get("create", True) is not False and (default_rules.get("rules") or {}).get("general", True) is not False
 
 
-def _scaled(text: str, scale: float, floor: float) -> str:
-    return format_duration(max(floor, parse_duration(text) / scale))
-
-
-def _outside_strings(expr: str, fn: Callable[[str], str]) -> str:
-    """`expr` with `fn` applied to every part that is not a quoted string (label values stay as they are)."""
-    out, last = [], 0
-    for match in _STRINGS.finditer(expr):
-        out.append(fn(expr[last : match.start()]))
-        out.append(match.group(0))
-        last = match.end()
-    out.append(fn(expr[last:]))
-    return "".join(out)
-
-
-def compress_expr(expr: str, scale: float = TIME_SCALE, min_range: float = MIN_RANGE_SECONDS) -> str:
-    """`expr` with range windows, subquery steps and offsets divided by `scale`."""
-
-    def ranges(code: str) -> str:
-        def one(m: re.Match[str]) -> str:
-            window, step = m.group(1), m.group(2)
-            if not _DURATION.match(window) or (step and not _DURATION.match(step)):
-                return m.group(0)
-            new = _scaled(window, scale, min_range)
-            if step is None:
-                return f"[{new}]"
-            return f"[{new}:{_scaled(step, scale, 1.0) if step else ''}]"
-
-        code = _RANGE.sub(one, code)
-        return _OFFSET.sub(
-            lambda m: f"offset {m.group(1)}{_scaled(m.group(2), scale, 1.0)}" if _DURATION.match(m.group(2)) else m.group(0), code
-        )
-
-    return _outside_strings(expr, ranges)
-
-
-def replace_number(expr: str, old: float, new: float) -> tuple[str, int]:
-    """Replace a numeric literal equal to `old` (outside strings); returns (expr, count)."""
-    count = 0
-
-    def fix(code: str) -> str:
-        nonlocal count
-
-        def one(m: re.Match[str]) -> str:
-            nonlocal count
-            if float(m.group(0)) == old:
-                count += 1
-                return f"{new:g}"
-            return m.group(0)
-
-        return re.sub(r"(?<![\w.\[])\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w.])", one, code)
-
-    result = _outside_strings(expr, fix)
-    return result, count
-
-
-@dataclass
-class DrillRules:
-    content: dict[str, Any]
-    alerts: dict[str, dict[str, Any]]  # alertname -> the (compressed) rule
-    changes: list[str] = field(default_factory=list)
-
-
-def compress_rules(rules: Mapping[str, Any], rpo_seconds: float, scale: float = TIME_SCALE) -> DrillRules:
-    """The drill copy of a rendered rule file (see the module docstring)."""
+def with_watchdog(rules: Mapping[str, Any], kps_values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The rendered rules plus the chart's Watchdog when the cluster would have it and the render does not."""
     content = copy.deepcopy(dict(rules))
-    groups = content.get("groups") or []
-    if not groups:
-        raise ArtifactError("prometheus/rules.yaml has no rule groups")
-    alerts: dict[str, dict[str, Any]] = {}
-    fors, windows = 0, 0
-    rpo_replaced = 0
-    for group in groups:
-        group["interval"] = DRILL_RULE_INTERVAL
-        for rule in group.get("rules") or []:
-            new_expr = compress_expr(str(rule["expr"]), scale)
-            windows += new_expr != rule["expr"]
-            rule["expr"] = new_expr
-            for key in ("for", "keep_firing_for"):
-                if key in rule:
-                    rule[key] = _scaled(str(rule[key]), scale, MIN_FOR_SECONDS)
-                    fors += 1
-            if rule.get("alert") == "BackupTooOld":
-                rule["expr"], rpo_replaced = replace_number(rule["expr"], rpo_seconds, rpo_seconds / scale)
-            if "alert" in rule:
-                alerts[str(rule["alert"])] = rule
-    changes = [
-        f"rules: time compressed {scale:g}x (one drill second = {scale:g} production seconds): "
-        f"{fors} `for:` durations and the range windows of {windows} expressions divided by {scale:g} "
-        f"(windows at least {MIN_RANGE_SECONDS:g}s); every group evaluated every {DRILL_RULE_INTERVAL}",
+    names = {r.get("alert") for g in content.get("groups") or [] for r in g.get("rules") or []}
+    if WATCHDOG in names or not chart_general_rules_enabled(kps_values):
+        return content, []
+    content.setdefault("groups", []).append({"name": "general.rules", "rules": [copy.deepcopy(CHART_WATCHDOG_RULE)]})
+    return content, [
+        "rules: the monitoring chart's Watchdog (`vector(1)`, severity none) added: the rendered values keep the chart's "
+        "`general` rules, which the render's rules.yaml (the stack's own PrometheusRules) does not hold"
     ]
-    if "BackupTooOld" in alerts:
-        if rpo_replaced == 0:
-            raise ArtifactError(f"BackupTooOld does not compare with the RPO ({rpo_seconds:g}s): {alerts['BackupTooOld']['expr']}")
-        changes.append(f"rules: BackupTooOld threshold {rpo_seconds:g}s (RPO) -> {rpo_seconds / scale:g}s, the compressed RPO")
-    return DrillRules(content, alerts, changes)
+
+
+# --- the backend's scrape config ------------------------------------------------------------------
+
+_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "honorLabels", "scheme", "relabelings", "metricRelabelings"}
+_RELABEL_KEYS = {
+    "sourceLabels": "source_labels",
+    "separator": "separator",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
+
+
+def _relabel(rules: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    out = []
+    for rule in rules:
+        unknown = set(rule) - set(_RELABEL_KEYS)
+        if unknown:
+            raise ArtifactError(f"{where}: relabeling field(s) {sorted(unknown)} the drill does not translate")
+        out.append({_RELABEL_KEYS[k]: v for k, v in rule.items()})
+    return out
+
+
+def find_pod_monitor(manifests: list[dict[str, Any]], app: str) -> dict[str, Any]:
+    """The rendered PodMonitor that selects the pods labelled app=`app`."""
+    found = [
+        m
+        for m in manifests
+        if m.get("kind") == "PodMonitor" and ((m.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).get("app") == app
+    ]
+    if len(found) != 1:
+        raise ArtifactError(f"expected one PodMonitor selecting app={app} in kubernetes/, found {len(found)}")
+    return found[0]
+
+
+def scrape_config_from_pod_monitor(
+    monitor: Mapping[str, Any], target: str, scale: float = TIME_SCALE
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Prometheus scrape configs for `target` (the stand-in backend), one per endpoint of the PodMonitor.
+
+    The labels are those the Prometheus Operator gives a pod target: namespace (the first of
+    `namespaceSelector.matchNames`), pod, container, endpoint (the port name), and job from the pod
+    label `jobLabel` names; the endpoint's own relabelings then apply as rendered.
+    """
+    spec = monitor["spec"]
+    name = monitor["metadata"]["name"]
+    pod_labels = dict((spec.get("selector") or {}).get("matchLabels") or {})
+    namespaces = (spec.get("namespaceSelector") or {}).get("matchNames") or []
+    if not namespaces or not pod_labels:
+        raise ArtifactError(f"PodMonitor {name}: the drill needs namespaceSelector.matchNames and selector.matchLabels")
+    app = str(pod_labels.get("app", next(iter(pod_labels.values()))))
+    job = str(pod_labels.get(spec["jobLabel"], app)) if spec.get("jobLabel") else f"{monitor['metadata'].get('namespace')}/{name}"
+    configs: list[dict[str, Any]] = []
+    changes: list[str] = []
+    for index, endpoint in enumerate(spec.get("podMetricsEndpoints") or []):
+        where = f"PodMonitor {name} endpoint {index}"
+        unknown = set(endpoint) - _ENDPOINT_KEYS
+        if unknown:
+            raise ArtifactError(f"{where}: field(s) {sorted(unknown)} the drill cannot stand in for")
+        rendered_interval = str(endpoint.get("interval", "30s"))
+        interval = format_duration(max(MIN_SCRAPE_SECONDS, parse_duration(rendered_interval) / scale))
+        config: dict[str, Any] = {
+            "job_name": f"podMonitor/{monitor['metadata'].get('namespace')}/{name}/{index}",
+            "scrape_interval": interval,
+            "metrics_path": endpoint.get("path", "/metrics"),
+            "scheme": endpoint.get("scheme", "http"),
+            "honor_labels": bool(endpoint.get("honorLabels", False)),
+            "static_configs": [
+                {
+                    "targets": [target],
+                    "labels": {
+                        "job": job,
+                        "namespace": str(namespaces[0]),
+                        "pod": f"{app}-0",
+                        "container": app,
+                        "endpoint": str(endpoint.get("port", "")),
+                    },
+                }
+            ],
+        }
+        if endpoint.get("relabelings"):
+            config["relabel_configs"] = _relabel(endpoint["relabelings"], where)
+        if endpoint.get("metricRelabelings"):
+            config["metric_relabel_configs"] = _relabel(endpoint["metricRelabelings"], where)
+        configs.append(config)
+        changes.append(
+            f"scrape: {where} (port {endpoint.get('port')}, path {config['metrics_path']}) -> the stand-in backend {target}, "
+            f"interval {rendered_interval} -> {interval}, relabelings as rendered"
+        )
+    if not configs:
+        raise ArtifactError(f"PodMonitor {name} has no podMetricsEndpoints")
+    return configs, changes
 
 
 # --- Alertmanager ------------------------------------------------------------------------------
 
 SECRET_KINDS = {
     "webhook_url_file": "teams",
+    "url_file": "heartbeat",
     "auth_password_file": "smtp_password",
     "smtp_auth_password_file": "smtp_password",
 }
+CHANNEL_OF = {"msteamsv2_configs": "teams", "email_configs": "email", "webhook_configs": "heartbeat"}
+# Alertmanager's defaults of send_resolved per integration.
+RESOLVED_DEFAULT = {"msteamsv2_configs": True, "email_configs": False, "webhook_configs": True}
+
+
+@dataclass(frozen=True)
+class LocalEndpoints:
+    """Where the drill's stand-ins listen."""
+
+    teams_url: str
+    heartbeat_url: str
+    smtp_password: str
+    smarthost: str
+
+
+# Alertmanager's defaults of the route timers.
+ALERTMANAGER_TIMER_DEFAULTS = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
+
+
+@dataclass(frozen=True)
+class HeartbeatRoute:
+    """The route of the always-firing Watchdog to the webhook receiver (seconds)."""
+
+    receiver: str
+    repeat_interval: float  # as rendered
+    group_interval: float
+    drill_repeat_interval: float  # in the drill's copy
+    drill_group_interval: float
+    send_resolved: bool
+
+    @property
+    def longest_gap(self) -> float:
+        """Alertmanager re-sends at a flush (every group_interval) once repeat_interval has passed since the last send."""
+        return self.repeat_interval + self.group_interval
+
+    @property
+    def drill_longest_gap(self) -> float:
+        return self.drill_repeat_interval + self.drill_group_interval
 
 
 @dataclass
 class DrillAlertmanager:
     content: dict[str, Any]
     secret_files: dict[str, Path]  # rendered path -> local file
-    receivers: dict[str, set[str]]  # receiver -> channels ("teams", "email")
+    receivers: dict[str, set[str]]  # receiver -> channels ("teams", "email", "heartbeat")
     send_resolved: dict[str, dict[str, bool]]  # receiver -> channel -> send_resolved
     smtp_username: str | None
+    heartbeat: HeartbeatRoute | None = None
     changes: list[str] = field(default_factory=list)
 
 
+def _route_timer(route: Mapping[str, Any], parents: list[Mapping[str, Any]], key: str, default: str) -> str:
+    for node in [route, *reversed(parents)]:
+        if key in node:
+            return str(node[key])
+    return default
+
+
+def _heartbeat_routes(route: dict[str, Any], receivers: Mapping[str, set[str]], parents: list[dict[str, Any]]) -> list[Any]:
+    """(route, parents) of every route whose receiver sends to the heartbeat channel."""
+    found: list[Any] = []
+    if "heartbeat" in receivers.get(str(route.get("receiver", "")), set()):
+        found.append((route, parents))
+    for child in route.get("routes") or []:
+        found += _heartbeat_routes(child, receivers, [*parents, route])
+    return found
+
+
 def localize_alertmanager(
-    config: Mapping[str, Any], secrets_dir: Path, teams_url: str, smtp_password: str, smarthost: str
+    config: Mapping[str, Any], secrets_dir: Path, local: LocalEndpoints, scale: float = TIME_SCALE
 ) -> DrillAlertmanager:
     """The drill copy of a rendered alertmanager.yaml; writes the secret files into `secrets_dir`."""
     content = copy.deepcopy(dict(config))
     secrets_dir.mkdir(parents=True, exist_ok=True)
-    values = {"teams": teams_url, "smtp_password": smtp_password}
+    values = {"teams": local.teams_url, "heartbeat": local.heartbeat_url, "smtp_password": local.smtp_password}
     files: dict[str, Path] = {}
     changes: list[str] = []
     smtp_username: str | None = None
@@ -222,82 +280,90 @@ def localize_alertmanager(
     for receiver in content.get("receivers") or []:
         walk(receiver)
         name = str(receiver["name"])
+        unsupported = {k for k in receiver if k.endswith("_configs")} - set(CHANNEL_OF)
+        if unsupported:
+            raise ArtifactError(f"receiver {name} uses {sorted(unsupported)}; the drill has stand-ins for Teams, e-mail and webhooks")
         channels: set[str] = set()
         resolved: dict[str, bool] = {}
-        for cfg in receiver.get("msteamsv2_configs") or []:
-            channels.add("teams")
-            resolved["teams"] = bool(cfg.get("send_resolved", True))
-        for cfg in receiver.get("email_configs") or []:
-            channels.add("email")
-            resolved["email"] = bool(cfg.get("send_resolved", False))
-            cfg["smarthost"] = smarthost
-            cfg["require_tls"] = False
-            smtp_username = cfg.get("auth_username", glob.get("smtp_auth_username"))
-        unsupported = {k for k in receiver if k.endswith("_configs")} - {"msteamsv2_configs", "email_configs"}
-        if unsupported:
-            raise ArtifactError(f"receiver {name} uses {sorted(unsupported)}; the drill has stand-ins for Teams and e-mail only")
+        for kind, channel in CHANNEL_OF.items():
+            for cfg in receiver.get(kind) or []:
+                channels.add(channel)
+                resolved[channel] = bool(cfg.get("send_resolved", RESOLVED_DEFAULT[kind]))
+                if kind == "email_configs":
+                    cfg["smarthost"] = local.smarthost
+                    cfg["require_tls"] = False
+                    smtp_username = cfg.get("auth_username", glob.get("smtp_auth_username"))
+                if kind == "webhook_configs" and "url" in cfg:
+                    cfg["url"] = local.heartbeat_url
         receivers[name] = channels
         send_resolved[name] = resolved
     if "smtp_smarthost" in glob:
-        glob["smtp_smarthost"] = smarthost
+        glob["smtp_smarthost"] = local.smarthost
     if "smtp_require_tls" in glob or any("email" in c for c in receivers.values()):
         glob["smtp_require_tls"] = False
     if files:
         changes.append(
-            "alertmanager: secret files " + ", ".join(sorted(files)) + " replaced by local files "
-            "(Teams stand-in URL, generated SMTP password)"
+            "alertmanager: secret files " + ", ".join(sorted(files)) + " replaced by local files (stand-in URLs, generated SMTP password)"
         )
     if any("email" in c for c in receivers.values()):
-        changes.append(f"alertmanager: e-mail smarthost -> local SMTP stand-in {smarthost}, require_tls false (no STARTTLS on loopback)")
+        changes.append(
+            f"alertmanager: e-mail smarthost -> local SMTP stand-in {local.smarthost}, require_tls false (no STARTTLS on loopback)"
+        )
+
+    root = content.setdefault("route", {})
+    found = _heartbeat_routes(root, receivers, [])
+    if len(found) > 1:
+        raise ArtifactError(f"{len(found)} routes lead to webhook receivers; the drill expects one heartbeat route")
+    # The heartbeat route's timers as rendered (inherited ones included), before they change below.
+    rendered_timers = (
+        {key: parse_duration(_route_timer(found[0][0], found[0][1], key, default)) for key, default in ALERTMANAGER_TIMER_DEFAULTS.items()}
+        if found
+        else {}
+    )
 
     def shorten(route: dict[str, Any]) -> None:
         for key, value in (("group_wait", DRILL_GROUP_WAIT), ("group_interval", DRILL_GROUP_INTERVAL)):
-            if key in route or route is content.get("route"):
+            if key in route or route is root:
                 route[key] = value
         for child in route.get("routes") or []:
             shorten(child)
 
-    shorten(content.setdefault("route", {}))
+    shorten(root)
     changes.append(
-        f"alertmanager: group_wait -> {DRILL_GROUP_WAIT}, group_interval -> {DRILL_GROUP_INTERVAL} on every route "
-        "(receivers, matchers, group_by, repeat_interval, inhibit rules and templates unchanged)"
+        f"alertmanager: group_wait -> {DRILL_GROUP_WAIT}, group_interval -> {DRILL_GROUP_INTERVAL} on every route but the heartbeat's "
+        "(receivers, matchers, group_by, inhibit rules and templates unchanged)"
     )
+    heartbeat: HeartbeatRoute | None = None
+    if found:
+        # The heartbeat's cadence is what the drill measures: its timers are compressed like the rules' durations.
+        route = found[0][0]
+        drill_timers = {key: value / scale for key, value in rendered_timers.items()}
+        for key, value in drill_timers.items():
+            route[key] = format_duration(value) if value > 0 else "0s"
+        name = str(route["receiver"])
+        heartbeat = HeartbeatRoute(
+            receiver=name,
+            repeat_interval=rendered_timers["repeat_interval"],
+            group_interval=rendered_timers["group_interval"],
+            drill_repeat_interval=drill_timers["repeat_interval"],
+            drill_group_interval=drill_timers["group_interval"],
+            send_resolved=send_resolved[name].get("heartbeat", True),
+        )
+        changes.append(
+            f"alertmanager: heartbeat route ({name}) compressed {scale:g}x: "
+            + ", ".join(
+                f"{key} {format_duration(rendered_timers[key]) if rendered_timers[key] else '0s'} -> {route[key]}" for key in drill_timers
+            )
+            + "; other routes keep their repeat_interval"
+        )
     if content.get("templates"):
         raise ArtifactError(f"alertmanager.yaml references template files; the drill expects inline templates: {content['templates']}")
-    return DrillAlertmanager(content, files, receivers, send_resolved, smtp_username, changes)
+    return DrillAlertmanager(content, files, receivers, send_resolved, smtp_username, heartbeat, changes)
 
 
-def route_receiver(config: Mapping[str, Any], labels: Mapping[str, str]) -> str:
-    """The receiver Alertmanager's routing tree picks for `labels` (first matching child, no `continue`)."""
-    route = config["route"]
-    receiver = str(route["receiver"])
-    while True:
-        for child in route.get("routes") or []:
-            if all(_matches(m, labels) for m in child.get("matchers") or []) and all(
-                labels.get(k) == v for k, v in (child.get("match") or {}).items()
-            ):
-                route = child
-                receiver = str(child.get("receiver", receiver))
-                break
-        else:
-            return receiver
-
-
-_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
-
-
-def _matches(matcher: str, labels: Mapping[str, str]) -> bool:
-    m = _MATCHER.match(matcher)
-    if not m:
-        raise ArtifactError(f"cannot read matcher {matcher!r}")
-    name, op, value = m.groups()
-    have = labels.get(name, "")
-    if op == "=":
-        return have == value
-    if op == "!=":
-        return have != value
-    hit = re.fullmatch(value, have) is not None
-    return hit if op == "=~" else not hit
+def load_manifests(kubernetes_dir: Path) -> list[dict[str, Any]]:
+    """Every object of the rendered kubernetes/ folder."""
+    return [doc for path in sorted(kubernetes_dir.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
 
 
 # --- the backup CronJob ------------------------------------------------------------------------
@@ -313,28 +379,27 @@ class CronJobSpec:
     deadline_seconds: int | None
 
 
-def find_cronjobs(kubernetes_dir: Path) -> dict[str, CronJobSpec]:
+def find_cronjobs(manifests: list[dict[str, Any]]) -> dict[str, CronJobSpec]:
     """CronJobs of the rendered manifests whose container runs `ipa-backup`, by subcommand (backup, drill)."""
     found: dict[str, CronJobSpec] = {}
-    for path in sorted(kubernetes_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not isinstance(doc, dict) or doc.get("kind") != "CronJob":
-                continue
-            job = doc["spec"]["jobTemplate"]["spec"]
-            container = job["template"]["spec"]["containers"][0]
-            # Without `command` the image's entry point runs: tini, then ipa-backup.
-            command = [*(container.get("command") or [IMAGE_ENTRYPOINT]), *(container.get("args") or [])]
-            if "ipa-backup" not in command[0]:
-                continue
-            env = list(container.get("env") or [])
-            found[command[-1]] = CronJobSpec(
-                name=doc["metadata"]["name"],
-                schedule=doc["spec"]["schedule"],
-                command=command,
-                env_names=[e["name"] for e in env],
-                env=env,
-                deadline_seconds=job.get("activeDeadlineSeconds"),
-            )
+    for doc in manifests:
+        if doc.get("kind") != "CronJob":
+            continue
+        job = doc["spec"]["jobTemplate"]["spec"]
+        container = job["template"]["spec"]["containers"][0]
+        # Without `command` the image's entry point runs: tini, then ipa-backup.
+        command = [*(container.get("command") or [IMAGE_ENTRYPOINT]), *(container.get("args") or [])]
+        if "ipa-backup" not in command[0]:
+            continue
+        env = list(container.get("env") or [])
+        found[command[-1]] = CronJobSpec(
+            name=doc["metadata"]["name"],
+            schedule=doc["spec"]["schedule"],
+            command=command,
+            env_names=[e["name"] for e in env],
+            env=env,
+            deadline_seconds=job.get("activeDeadlineSeconds"),
+        )
     return found
 
 
@@ -361,8 +426,8 @@ class LocalEnv:
 def translate_env(cron_env: list[dict[str, Any]], local: Mapping[str, str], defaults: Mapping[str, str]) -> LocalEnv:
     """The CronJob's environment with each value translated to the loopback services.
 
-    `local` maps names to local values (PGHOST, PGPORT, PGUSER, PGPASSWORD, REDIS_URL,
-    REDISCLI_AUTH, AZURE_STORAGE_CONNECTION_STRING, PUSHGATEWAY_URL, BACKUP_WORK_DIR, TMPDIR).
+    `local` maps names to local values (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSWORD_FILE, REDIS_URL,
+    REDISCLI_AUTH, REDIS_PASSWORD_FILE, AZURE_STORAGE_CONNECTION_STRING, PUSHGATEWAY_URL, BACKUP_WORK_DIR, TMPDIR).
     Other literals (BACKUP_CONTAINER, PGDATABASE, ...) are kept as rendered; a secret reference
     without a local value is an error. `defaults` fills names the CronJob does not set.
     """
@@ -378,6 +443,8 @@ def translate_env(cron_env: list[dict[str, Any]], local: Mapping[str, str], defa
             notes.append(f"PGSSLMODE {item.get('value')} -> disable (the local PostgreSQL has no TLS)")
         elif name in local:
             env[name] = local[name]
+            if name.endswith("_FILE") and "value" in item:
+                notes.append(f"{name} {item['value']} (a mounted Secret) -> a local file holding the local password")
         elif "value" in item:
             env[name] = str(item["value"])
         else:

@@ -39,6 +39,10 @@ class Timeline:
     tool_runs: list[ToolRun] = field(default_factory=list)
     disaster: float | None = None
     verified: float | None = None
+    pitr_disaster: float | None = None  # the lost cluster of the PITR scenario
+    pitr_verified: float | None = None
+    accident: float | None = None  # the accidental DELETE
+    wal_stream: list[tuple[float, float | None]] = field(default_factory=list)  # (started, ended) of each wal-stream process
     faults: list[tuple[str, float, float | None]] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
 
@@ -49,6 +53,9 @@ class Report:
     alerts: list[AlertResult] = field(default_factory=list)
     rpo_seconds: float | None = None
     rto_seconds: float | None = None
+    pitr_rpo_seconds: float | None = None
+    pitr_rto_seconds: float | None = None
+    pitr_restore_seconds: float | None = None
     backup_seconds: float | None = None
     restore_seconds: float | None = None
     drill_restore_seconds: float | None = None
@@ -72,6 +79,8 @@ class Report:
             "passed": self.passed,
             "rpo_seconds": _num(self.rpo_seconds),
             "rto_seconds": _num(self.rto_seconds),
+            "pitr_rpo_seconds": _num(self.pitr_rpo_seconds),
+            "pitr_rto_seconds": _num(self.pitr_rto_seconds),
             "backup_seconds": _num(self.backup_seconds),
             "restore_seconds": _num(self.restore_seconds),
             "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
@@ -91,8 +100,8 @@ def _num(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _fmt(value: float | None, unit: str = "s") -> str:
-    return "—" if value is None else f"{value:.1f} {unit}"
+def _fmt(value: float | None, unit: str = "s", digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f} {unit}"
 
 
 def terminal(report: Report) -> str:
@@ -104,6 +113,8 @@ def terminal(report: Report) -> str:
         "",
         f"RPO  {_fmt(report.rpo_seconds)}  (target {report.rpo_target_seconds:.0f} s)",
         f"RTO  {_fmt(report.rto_seconds)}  (target {report.rto_target_seconds:.0f} s)",
+        f"PITR RPO  {_fmt(report.pitr_rpo_seconds, 's', 2)}  PITR RTO  {_fmt(report.pitr_rto_seconds)}  "
+        f"(pitr-restore --latest {_fmt(report.pitr_restore_seconds)})",
         f"backup {_fmt(report.backup_seconds)} (mean of the successful runs), restore {_fmt(report.restore_seconds)}, "
         f"`ipa-backup drill` restore {_fmt(report.drill_restore_seconds)}",
         "",
@@ -133,6 +144,11 @@ def markdown(report: Report, chart: str | None) -> str:
         "|---|---|---|",
         f"| RPO (disaster − last write the restored data holds) | {_fmt(report.rpo_seconds)} | {report.rpo_target_seconds:.0f} s |",
         f"| RTO (disaster − verified restored service) | {_fmt(report.rto_seconds)} | {report.rto_target_seconds:.0f} s |",
+        f"| PITR RPO (lost cluster − newest committed row restored) | {_fmt(report.pitr_rpo_seconds, 's', 2)} | "
+        f"{report.rpo_target_seconds:.0f} s (60 s goal in production terms, see the check) |",
+        f"| PITR RTO (lost cluster − commit on the restored server) | {_fmt(report.pitr_rto_seconds)} | "
+        f"{report.rto_target_seconds:.0f} s |",
+        f"| PITR restore duration (`ipa-backup pitr-restore --latest`) | {_fmt(report.pitr_restore_seconds)} | |",
         f"| backup duration (mean) | {_fmt(report.backup_seconds)} | |",
         f"| restore duration (`ipa-backup restore`) | {_fmt(report.restore_seconds)} | |",
         f"| restore in `ipa-backup drill` | {_fmt(report.drill_restore_seconds)} | {report.rto_target_seconds / 2:.0f} s "
@@ -172,7 +188,7 @@ def chart(timeline: Timeline, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t0 = timeline.started
-    lanes = ["writes", "backups", "restore / drill", "faults", "Teams", "e-mail"]
+    lanes = ["writes", "backups", "WAL stream", "restore / drill", "faults", "Teams", "e-mail"]
     fig, ax = plt.subplots(figsize=(12, 4.2), dpi=110)
     y = {name: len(lanes) - 1 - i for i, name in enumerate(lanes)}
 
@@ -184,9 +200,15 @@ def chart(timeline: Timeline, path: Path) -> None:
         else:
             spans.append((t, t))
     ax.broken_barh([(a - t0, max(b - a, 0.3)) for a, b in spans], (y["writes"] - 0.3, 0.6), color="#4c72b0")
+    last_seen = max([timeline.started, *(r.finished for r in timeline.tool_runs), *(t for _s, t in timeline.writes)])
+    streams = [(a - t0, max((b if b is not None else last_seen) - a, 0.3)) for a, b in timeline.wal_stream]
+    ax.broken_barh(streams, (y["WAL stream"] - 0.3, 0.6), color="#64b5cd")
     for run in timeline.tool_runs:
-        lane = "backups" if run.command == "backup" else "restore / drill"
-        color = ("#55a868" if run.ok else "#c44e52") if run.command == "backup" else ("#8172b2" if run.command == "drill" else "#dd8452")
+        lane = {"backup": "backups", "base-backup": "WAL stream"}.get(run.command, "restore / drill")
+        if run.command in ("backup", "base-backup"):
+            color = "#55a868" if run.ok else "#c44e52"
+        else:
+            color = "#8172b2" if run.command == "drill" else "#dd8452"
         ax.broken_barh([(run.started - t0, max(run.seconds, 0.3))], (y[lane] - 0.3, 0.6), color=color)
         if run.command != "backup":
             ax.text(run.started - t0, y[lane] + 0.35, run.command, fontsize=7)
@@ -204,12 +226,17 @@ def chart(timeline: Timeline, path: Path) -> None:
             ax.scatter(
                 xs, [y[lane]] * len(xs), marker=marker, color=color, s=40, label=f"{status}" if channel == "teams" else None, zorder=3
             )
-    if timeline.disaster is not None:
-        ax.axvline(timeline.disaster - t0, color="#c44e52", linestyle="--", linewidth=1.2)
-        ax.text(timeline.disaster - t0, len(lanes) - 0.4, " disaster", color="#c44e52", fontsize=8)
-    if timeline.verified is not None:
-        ax.axvline(timeline.verified - t0, color="#55a868", linestyle="--", linewidth=1.2)
-        ax.text(timeline.verified - t0, len(lanes) - 0.7, " restored", color="#55a868", fontsize=8)
+    # Events as vertical lines, labelled upright beside them: the PITR ones come seconds apart.
+    for at, label, color, style in (
+        (timeline.disaster, "disaster", "#c44e52", "--"),
+        (timeline.verified, "restored", "#55a868", "--"),
+        (timeline.pitr_disaster, "PITR: cluster lost", "#c44e52", ":"),
+        (timeline.pitr_verified, "PITR restored", "#55a868", ":"),
+        (timeline.accident, "DELETE", "#937860", ":"),
+    ):
+        if at is not None:
+            ax.axvline(at - t0, color=color, linestyle=style, linewidth=1.2)
+            ax.text(at - t0, len(lanes) - 0.3, label + " ", color=color, fontsize=6.5, rotation=90, ha="right", va="top")
     ax.set_yticks([y[n] for n in lanes], lanes)
     ax.set_ylim(-0.7, len(lanes) - 0.2)
     ax.set_xlabel("seconds since the drill started")

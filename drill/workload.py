@@ -193,3 +193,92 @@ def disaster(pg: PgConn, rds: redis.Redis) -> None:
     """Drop the application database and flush Redis."""
     pg.run(f'DROP DATABASE IF EXISTS "{pg.env["PGDATABASE"]}" WITH (FORCE)', database="postgres")
     rds.flushall()
+
+
+# --- point-in-time recovery: commits the server acknowledged --------------------------------------------
+
+PITR_TABLE = "pitr_ticks"
+PITR_SCHEMA_SQL = f"CREATE TABLE IF NOT EXISTS {PITR_TABLE} (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+COMMIT_INTERVAL = 0.05
+
+
+@dataclass(frozen=True)
+class Commit:
+    id: int
+    at: float  # the row's `at`: the server's clock when the INSERT ran, before its commit
+    acked: float  # when psql printed the row: after the commit (same machine, same clock)
+
+
+@dataclass
+class CommitWriter:
+    """Commits one row of `pitr_ticks` every `interval` seconds through one psql session and keeps
+    what the server acknowledged (psql prints each INSERT ... RETURNING row once it committed).
+    A commit's time lies between its `at` and its `acked`: a recovery target between one row's
+    `acked` and the next row's `at` splits the rows exactly."""
+
+    pg: PgConn
+    interval: float = COMMIT_INTERVAL
+    max_seconds: float = 600.0
+    commits: list[Commit] = field(default_factory=list)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._psql: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CommitWriter:
+        self.pg.run(PITR_SCHEMA_SQL)
+        self._psql = subprocess.Popen(
+            [str(self.pg.psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.pg.env},
+            start_new_session=True,
+        )
+        self._thread = threading.Thread(target=self._loop, name="drill-commit-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        assert self._psql is not None and self._psql.stdin is not None and self._psql.stdout is not None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self._psql.stdin.write(f"INSERT INTO {PITR_TABLE} DEFAULT VALUES RETURNING id, extract(epoch FROM at);\n".encode())
+                self._psql.stdin.flush()
+                line = self._psql.stdout.readline()
+            except (OSError, ValueError) as exc:
+                self.error = f"commit {len(self.commits) + 1} failed: {exc}"
+                return
+            acked = time.time()
+            if not line:
+                self.error = f"the server went away after {len(self.commits)} commits"
+                return
+            row_id, at = line.decode().strip().split("|")
+            self.commits.append(Commit(int(row_id), float(at), acked))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._psql is not None:
+            with contextlib.suppress(OSError):
+                if self._psql.stdin:
+                    self._psql.stdin.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._psql is not None:
+            try:
+                self._psql.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._psql.kill()
+                self._psql.wait(timeout=5)
+            self._psql = None
+
+
+def pitr_rows(pg: PgConn) -> list[tuple[int, float]]:
+    """(id, at) of every `pitr_ticks` row, by id."""
+    out = pg.run(f"SELECT id, extract(epoch FROM at) FROM {PITR_TABLE} ORDER BY id")
+    return [(int(i), float(a)) for i, a in (line.split("|") for line in out.split())]

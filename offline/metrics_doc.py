@@ -8,9 +8,11 @@ from collections.abc import Iterable
 from components.metrics_contract import (
     BACKEND_METRICS,
     BACKUP_METRICS,
+    BASE_BACKUP_METRICS,
     DASHBOARD_EXPORTER_METRICS,
     EXPORTER_METRICS,
     METRICS,
+    WAL_STREAM_METRICS,
     Metric,
 )
 
@@ -60,6 +62,8 @@ TABLES = {
     "backend": lambda: metrics_table(BACKEND_METRICS),
     "buckets": buckets_table,
     "backup": lambda: metrics_table(BACKUP_METRICS),
+    "base-backup": lambda: metrics_table(BASE_BACKUP_METRICS),
+    "wal-stream": lambda: metrics_table(WAL_STREAM_METRICS),
     "exporters": exporters_table,
 }
 

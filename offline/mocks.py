@@ -91,11 +91,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             physical = next(
                 (
                     inputs[k]
+                    # A container's own name before its account's (it carries both).
                     for k in (
+                        "containerName",
                         "accountName",
                         "resourceName",
                         "registryName",
-                        "containerName",
                         "lockName",
                         "federatedIdentityCredentialResourceName",
                     )

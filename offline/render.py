@@ -23,6 +23,8 @@ import yaml
 
 from components.settings import FIELDS, Secret, Settings, SettingsError, config_key, parse_settings
 from components.topology import topology
+from offline.capacity import capacity_markdown
+from offline.charts import ChartError, chart_cache, write_chart_renders
 from offline.mocks import SECRET_MARK, Recorded
 from offline.runner import Run, run_program
 from offline.stackconfig import REPO_ROOT, load_stack_config, stack_file
@@ -145,19 +147,25 @@ def write_layout(run: Run, out: Path, settings: Settings | None = None) -> None:
     if settings is not None:
         files["settings.json"] = dump_json(resolved_settings(settings))
         files["topology.json"] = dump_json(topology(settings).as_dict())
+        files["capacity.md"] = capacity_markdown(settings)
     for folder in ("kubernetes", "helm", "prometheus", "alertmanager", "grafana/dashboards"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for relative, text in files.items():
         (out / relative).write_text(text)
 
 
-def render(stack: str, stack_path: Path, out: Path) -> Run:
+def render(stack: str, stack_path: Path, out: Path, charts: bool | None = None) -> Run:
+    """`charts`: render the Helm releases through their charts too (offline/charts.py); by default
+    when the chart cache is there."""
     config, secret_keys = load_stack_config(stack_path)
     settings = parse_settings(config)  # invalid settings stop here, before anything runs or is written
     run = run_program(stack, config, secret_keys)
+    cache = chart_cache()
     with tempfile.TemporaryDirectory(prefix=f"render-{stack}-", dir=out.parent if out.parent.exists() else None) as tmp:
         staging = Path(tmp) / "out"
         write_layout(run, staging, settings)
+        if charts or (charts is None and cache.is_dir()):
+            write_chart_renders(staging, cache)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out, ignore_errors=True)
         print(f"render: {stack_path.name}: {err}", file=sys.stderr)
         return 1
-    print(f"render: {args.stack}: {len(run.recorded)} resources -> {out} in {time.monotonic() - started:.1f}s")
+    except ChartError as err:
+        print(f"render: {args.stack}: {err}", file=sys.stderr)
+        return 1
+    charts = "charts rendered" if (out / "charts").is_dir() else f"no chart cache at {chart_cache()}, charts not rendered"
+    print(f"render: {args.stack}: {len(run.recorded)} resources, {charts} -> {out} in {time.monotonic() - started:.1f}s")
     return 0
 
 

@@ -6,12 +6,14 @@ import dataclasses
 import json
 from typing import Any
 
-from components.settings import FIELDS, REQUIRED, config_key
+from components.settings import FIELDS, REQUIRED, Secret, config_key
 
 
 def _show(default: Any) -> str:
     if default is REQUIRED:
         return "required"
+    if isinstance(default, Secret):
+        return "empty" if not default.reveal() else "set"
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
         default = {config_key(k): v for k, v in dataclasses.asdict(default).items()}
     if isinstance(default, dict):

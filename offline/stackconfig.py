@@ -16,6 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_SECRETS = {
     "teamsWebhookUrl": "https://placeholder.invalid/workflows/teams-webhook",
     "smtpPassword": "placeholder-smtp-password",
+    "heartbeatUrl": "https://placeholder.invalid/heartbeat",
+    "grafanaEntraClientSecret": "placeholder-entra-client-secret",
 }
 
 

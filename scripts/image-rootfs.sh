@@ -5,7 +5,9 @@
 # (uid 10001) and entry point. The Dockerfile ships exactly this tree; the tests run the tool in it
 # with scripts/in-image.sh. Incremental: the Debian/Python layer is rebuilt only when its inputs
 # change, the tool (a few seconds) only when its source changes. `--tar` also writes
-# build/image-rootfs.tar, the Dockerfile's input.
+# build/image-rootfs.tar, the Dockerfile's input. The server packages' maintainer scripts create a
+# "main" cluster and a snake-oil TLS key: both are removed (the image only runs a server on a restored
+# data directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/debian.sh
@@ -63,6 +65,7 @@ if [ "$(cat "$ROOT/.base-stamp" 2>/dev/null)" != "$base_want" ]; then
     --customize-hook="chroot \"\$1\" useradd --system --uid $UID_GID --user-group --home-dir /work --no-create-home --shell /usr/sbin/nologin ipa-backup" \
     --customize-hook="mkdir -m 0750 \"\$1/work\" && chown $UID_GID:$UID_GID \"\$1/work\"" \
     --customize-hook='install -m 0755 backup_image/entrypoint.sh "$1/usr/local/bin/ipa-backup-env"' \
+    --customize-hook='rm -rf "$1/etc/postgresql"/* "$1/var/lib/postgresql"/* "$1/var/log/postgresql"/* "$1"/etc/ssl/*/ssl-cert-snakeoil.*' \
     --customize-hook='rm -rf "$1/var/lib/apt/lists"/* "$1/var/cache/apt"/*' \
     trixie "$ROOT.new" \
     "deb $mirror trixie main" "deb $mirror trixie-updates main" "deb $security trixie-security main" \

@@ -3,8 +3,11 @@
 `run_stack("dev")` runs __main__.py under Pulumi's mocks with Pulumi.dev.yaml loaded the way
 the CLI loads it (Pulumi.yaml defaults applied, secrets replaced by placeholders), with a fresh
 event loop and fresh mocks, preview=False so apply() callbacks run. `run_stack(..., program=f)`
-runs a callable instead (one component). A test that used the harness but during which no
-resource was recorded fails: a mock test that declares nothing checks nothing.
+runs a callable instead: a test of one component builds only that component, as __main__.py
+does (`X("x", XArgs.from_settings(load_settings()), upstream=...)`), with the other components'
+outputs given as plain values; a test of the wiring runs the whole program. A test that used the
+harness but during which no resource (beyond component wrappers) was declared and nothing was
+exported fails: a mock test that declares nothing checks nothing.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def run_stack() -> Iterator[RunStack]:
 
 
 def guard_recorded(runs: list[Run]) -> None:
-    """Fails the test when it ran the program but nothing was declared."""
-    if runs and not any(r.recorded for r in runs):
+    """Fails the test when it ran the program but nothing was declared: no resource other than a
+    ComponentResource wrapper, and no stack output."""
+    if runs and not any(any(r.custom for r in run.recorded) or run.exports for run in runs):
         pytest.fail("no resource was recorded during this test: the mock test checked nothing")
 
 
@@ -66,20 +70,30 @@ def stack(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+def rendered(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Callable[[str], Any]:
     """`rendered("dev")` is the folder of a fresh offline render of that stack (docs/operations/render.md),
-    made once per test session, for the validators (promtool, amtool, schemas)."""
+    made once per test run, for the validators (promtool, amtool, schemas). Under pytest-xdist the
+    workers share one render per stack (the first makes it under a lock): each costs seconds."""
+    import fcntl
     from pathlib import Path
 
     from offline.render import render
 
+    # The base temp folder is per worker; its parent is this run's, shared by the workers.
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
     cache: dict[str, Path] = {}
 
     def get(stack: str) -> Path:
         if stack not in cache:
-            out = tmp_path_factory.mktemp(f"render-{stack}") / stack
-            run = render(stack, stack_file(stack), out)
-            assert run.recorded, f"the {stack} render declared no resource"
+            out = shared / "renders" / stack
+            out.parent.mkdir(exist_ok=True)
+            with open(shared / "renders" / f"{stack}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                done = shared / "renders" / f"{stack}.done"
+                if not done.exists():
+                    run = render(stack, stack_file(stack), out)
+                    assert run.recorded, f"the {stack} render declared no resource"
+                    done.touch()
             cache[stack] = out
         return cache[stack]
 

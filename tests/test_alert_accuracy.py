@@ -87,6 +87,11 @@ class Traffic:
     drill_seconds: float = 1800.0
     pushgateway_up: list[float] = field(default_factory=lambda: const(1))
     pg_up: list[float] = field(default_factory=lambda: const(1))
+    # Point-in-time recovery: the WAL stream (scraped from its pod), daily base backups, the server's slot.
+    wal_stream_up: list[float] = field(default_factory=lambda: const(1))
+    wal_lag_seconds: list[float] = field(default_factory=lambda: const(8))
+    base_backup_age_hours: float = 6.0  # at the end of the scenario
+    slot_safe_wal_bytes: list[float] = field(default_factory=lambda: const(15 * 2**30))
     crash_looping: list[float] = field(default_factory=lambda: const(0))
     # A pod named like the backend but labelled app=ipa-backend-migrate (not a backend pod).
     migrate_crash_looping: list[float] = field(default_factory=lambda: const(0))
@@ -193,6 +198,7 @@ def _backups(t: Traffic) -> Series:
             t.drill_seconds if target == "postgres" else 300
         )
     series['ipa_restore_drill_last_success_timestamp_seconds{job="ipa-backup"}'] = const(-t.drill_age_days * 86400)
+    series['ipa_base_backup_last_success_timestamp_seconds{job="ipa-backup"}'] = const(MINUTES * 60 - t.base_backup_age_hours * 3600)
     # A Pushgateway that is down or lost its state serves none of the pushed series.
     gone = [m >= end or not up for m, up in enumerate(t.pushgateway_up)]
     for name, values in series.items():
@@ -234,8 +240,25 @@ def _platform(t: Traffic) -> Series:
     return series
 
 
+def _wal(t: Traffic) -> Series:
+    stream = 'job="ipa-wal-stream", namespace="ipa-backup", pod="ipa-wal-stream-0"'
+    pg = 'job="postgres-exporter", instance="10.0.1.5:9187", slot_name="ipa_wal_stream"'
+    # A stopped pod's series go stale: no samples, not zeros.
+    gone = [float("nan") if not up else None for up in t.wal_stream_up]
+    return {
+        f"ipa_wal_stream_up{{{stream}}}": [g if g is not None else 1.0 for g in gone],
+        f"ipa_wal_stream_lag_seconds{{{stream}}}": [g if g is not None else v for g, v in zip(gone, t.wal_lag_seconds, strict=True)],
+        f"pg_replication_slot_safe_wal_size_bytes{{{pg}}}": [
+            v if up else float("nan") for v, up in zip(t.slot_safe_wal_bytes, t.pg_up, strict=True)
+        ],
+        f"pg_replication_slot_slot_is_active{{{pg}}}": [
+            float(s) if up else float("nan") for s, up in zip(t.wal_stream_up, t.pg_up, strict=True)
+        ],
+    }
+
+
 def all_series(t: Traffic) -> Series:
-    return {**_http(t), **_executions(t), **_claude(t), **_backups(t), **_platform(t)}
+    return {**_http(t), **_executions(t), **_claude(t), **_backups(t), **_platform(t), **_wal(t)}
 
 
 def encode(values: list[float]) -> str:
@@ -308,12 +331,12 @@ SCENARIOS = [
     s(
         "backup metrics vanished: the Pushgateway lost its pushed series an hour ago",
         lambda: Traffic(backup_series_end=180),
-        {"BackupTooOld", "RestoreDrillFailed"},
+        {"BackupTooOld", "BaseBackupTooOld", "RestoreDrillFailed"},
     ),
     s(
         "Pushgateway down for 40 minutes",
         lambda: Traffic(pushgateway_up=step(1, 0, 200)),
-        {"PushgatewayDown", "BackupTooOld", "RestoreDrillFailed"},
+        {"PushgatewayDown", "BackupTooOld", "BaseBackupTooOld", "RestoreDrillFailed"},
     ),
     s("slow restore drill: postgres restore took 2.5 h of a 4 h RTO", lambda: Traffic(drill_seconds=9000), {"RestoreTooSlow"}),
     s("restore drill overdue: the last success is 9 days old", lambda: Traffic(drill_age_days=9), {"RestoreDrillFailed"}),
@@ -323,13 +346,24 @@ SCENARIOS = [
         {"ClaudeCostBudgetExceeded"},
     ),
     s("PostgreSQL down for 40 minutes", lambda: Traffic(pg_up=step(1, 0, 200)), {"PostgresDown"}),
+    s("WAL stream pod gone for 10 minutes", lambda: Traffic(wal_stream_up=step(1, 0, 230)), {"WalStreamDown"}),
+    s("WAL stream blip: one failed upload pass", lambda: Traffic(wal_stream_up=step(1, 0, 236, 237))),
+    s("WAL uploads lag 2 minutes behind (storage slow)", lambda: Traffic(wal_lag_seconds=step(8, 120, 230)), {"WalArchiveLagHigh"}),
+    s("base backup missed: the newest is 2 days old", lambda: Traffic(base_backup_age_hours=48), {"BaseBackupTooOld"}),
+    s(
+        "replication slot near its limit: the stream stalls while the server keeps writing",
+        lambda: Traffic(slot_safe_wal_bytes=ramp(15 * 2**30, 2**30, 150)),
+        {"WalSlotRetentionNearLimit"},
+    ),
 ]
 
 
 def scenario_tests(alerts: list[str]) -> dict[str, Any]:
     return {
         "rule_files": ["RULES"],
-        "evaluation_interval": "1m",
+        # Rules are evaluated every 2 minutes (Prometheus: 30 s): every `for:` (>= 2m) and range (>= 5m) keeps
+        # its meaning, at half the evaluations of a 1-minute interval, which made this the slowest unit test.
+        "evaluation_interval": "2m",
         "tests": [
             {
                 "name": scenario.name,

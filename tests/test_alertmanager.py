@@ -18,6 +18,7 @@ import yaml
 
 from components.alertmanager_config import (
     CRITICAL_RECEIVER,
+    HEARTBEAT_SECRET,
     NULL_RECEIVER,
     SECRETS_DIR,
     SMTP_SECRET,
@@ -26,6 +27,7 @@ from components.alertmanager_config import (
     alertmanager_config,
     secret_file,
 )
+from components.topology import HEARTBEAT_RECEIVER
 from devservices.prometheus import alertmanager
 from devservices.smtp_standin import SmtpStandin
 from devservices.teams_standin import TeamsStandin
@@ -56,7 +58,7 @@ def test_routes_by_severity(stack: str) -> None:
     assert route["group_by"] == ["alertname", "namespace", "severity"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("30s", "5m", "4h")
     by_matcher = {tuple(r["matchers"]): r["receiver"] for r in route["routes"]}
-    assert by_matcher[('alertname = "Watchdog"',)] == NULL_RECEIVER
+    assert by_matcher[('alertname = "Watchdog"',)] == HEARTBEAT_RECEIVER
     assert by_matcher[('severity = "critical"',)] == CRITICAL_RECEIVER
     assert by_matcher[('severity = "warning"',)] == TEAMS_RECEIVER
     assert by_matcher[('severity = "info"',)] == NULL_RECEIVER
@@ -67,7 +69,7 @@ def test_routes_by_severity(stack: str) -> None:
 def test_receivers_and_secret_files(stack: str) -> None:
     settings = stack_settings(stack)
     found = receivers(alertmanager_config(settings))
-    assert set(found) == {NULL_RECEIVER, TEAMS_RECEIVER, CRITICAL_RECEIVER}
+    assert set(found) == {NULL_RECEIVER, TEAMS_RECEIVER, CRITICAL_RECEIVER, HEARTBEAT_RECEIVER}
     assert set(found[NULL_RECEIVER]) == {"name"}
     assert set(found[TEAMS_RECEIVER]) == {"name", "msteamsv2_configs"}
     assert set(found[CRITICAL_RECEIVER]) == {"name", "msteamsv2_configs", "email_configs"}
@@ -132,7 +134,7 @@ def test_amtool_check_config(stack: str, rendered: Rendered) -> None:
     result = amtool("check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "3 receivers" in result.stdout
+    assert "4 receivers" in result.stdout
     assert yaml.safe_load(path.read_text()) == alertmanager_config(stack_settings(stack))
 
 
@@ -150,11 +152,12 @@ CHANNELS = {
     CRITICAL_RECEIVER: {"msteamsv2_configs", "email_configs"},
     TEAMS_RECEIVER: {"msteamsv2_configs"},
     NULL_RECEIVER: set(),
+    HEARTBEAT_RECEIVER: {"webhook_configs"},
 }
 ROUTE_CASES = [
     (["alertname=HighErrorRate", "severity=critical", "namespace=ipa"], CRITICAL_RECEIVER),
     (["alertname=HighResponseTime", "severity=warning", "namespace=ipa"], TEAMS_RECEIVER),
-    (["alertname=Watchdog", "severity=none"], NULL_RECEIVER),
+    (["alertname=Watchdog", "severity=none"], HEARTBEAT_RECEIVER),
     (["alertname=SomethingInformational", "severity=info"], NULL_RECEIVER),
     (["alertname=NoSeverity"], NULL_RECEIVER),
 ]
@@ -202,13 +205,16 @@ def test_inline_templates_render(stack: str, rendered: Rendered, tmp_path: Path)
 # --- live delivery ------------------------------------------------------------------------------
 
 
-def local_config(config: dict[str, Any], tmp_path: Path, teams_url: str, smarthost: str, password: str) -> Path:
+def local_config(
+    config: dict[str, Any], tmp_path: Path, teams_url: str, smarthost: str, password: str, heartbeat_url: str = "http://127.0.0.1:9/"
+) -> Path:
     """The rendered config with its secret files and SMTP relay pointed at local stand-ins.
     Timing is shortened (group_wait) so the test finishes in seconds; routing is unchanged."""
     secrets = tmp_path / "secrets"
-    (secrets / TEAMS_SECRET).mkdir(parents=True)
-    (secrets / SMTP_SECRET).mkdir(parents=True)
+    for secret in (TEAMS_SECRET, SMTP_SECRET, HEARTBEAT_SECRET):
+        (secrets / secret).mkdir(parents=True)
     (secrets / TEAMS_SECRET / "url").write_text(teams_url)
+    (secrets / HEARTBEAT_SECRET / "url").write_text(heartbeat_url)
     (secrets / SMTP_SECRET / "password").write_text(password)
     text = yaml.safe_dump(config).replace(SECRETS_DIR + "/", str(secrets) + "/")
     local = yaml.safe_load(text)
@@ -252,7 +258,9 @@ def test_delivery_to_teams_and_email(rendered: Rendered, tmp_path: Path, monkeyp
     settings = stack_settings("dev")
     config = yaml.safe_load(config_file(rendered, "dev").read_text())
     with TeamsStandin() as teams, SmtpStandin(settings.smtp_auth_username, "local-smtp-password") as smtp:
-        path = local_config(config, tmp_path, teams.webhook_url("ipa"), smtp.smarthost, "local-smtp-password")
+        path = local_config(
+            config, tmp_path, teams.webhook_url("ipa"), smtp.smarthost, "local-smtp-password", teams.webhook_url(HEARTBEAT_RECEIVER)
+        )
         with alertmanager(tmp_path, path) as am:
             am.post_alerts(
                 [
@@ -261,9 +269,14 @@ def test_delivery_to_teams_and_email(rendered: Rendered, tmp_path: Path, monkeyp
                     {"labels": {"alertname": "Watchdog", "severity": "none"}},
                 ]
             )
-            wait_until(lambda: len(teams.posts) >= 2 and len(smtp.messages) >= 1)
-            time.sleep(2)  # anything else (a Watchdog delivery, a second mail) would arrive by now
-    bodies = [post.text for post in teams.posts]
+            wait_until(lambda: len(teams.posts) >= 3 and len(smtp.messages) >= 1)
+            time.sleep(2)  # anything else (a second heartbeat, a second mail) would arrive by now
+    heartbeats = [post for post in teams.posts if post.path.endswith(f"/{HEARTBEAT_RECEIVER}")]
+    assert len(heartbeats) == 1, [p.path for p in teams.posts]
+    # The dead man's switch: the Watchdog alone, as Alertmanager's webhook JSON, firing.
+    assert heartbeats[0].body["receiver"] == HEARTBEAT_RECEIVER and heartbeats[0].body["status"] == "firing"
+    assert [a["labels"]["alertname"] for a in heartbeats[0].body["alerts"]] == ["Watchdog"]
+    bodies = [post.text for post in teams.posts if post not in heartbeats]
     assert len(bodies) == 2, bodies
     critical = next(b for b in bodies if "HighErrorRate" in b)
     warning = next(b for b in bodies if "HighResponseTime" in b)

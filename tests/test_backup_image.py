@@ -1,15 +1,19 @@
-"""The backup image (mocks): built from backup_image/ and pushed to the ACR, run by digest; or a
-prebuilt reference; plus hadolint on the Dockerfile."""
+"""The backup image (the component alone, under mocks): built from backup_image/ and pushed to the
+ACR, referenced by digest; or a prebuilt reference; the program runs that reference in the
+CronJobs; plus hadolint on the Dockerfile."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pulumi
 import pytest
 
-from components.settings import SettingsError
+from components.backup_image import BackupImage, BackupImageArgs
+from components.settings import SettingsError, load_settings
 from offline.runner import Run
 from offline.stackconfig import REPO_ROOT
 from tests.conftest import RunStack, stack_settings
@@ -20,13 +24,22 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
+def image_only() -> None:
+    image = BackupImage("backup-image", BackupImageArgs.from_settings(load_settings()))
+    pulumi.export("ref", image.ref)
+
+
+def run_image(run_stack: RunStack, stack: str, overrides: dict[str, Any] | None = None) -> Run:
+    return run_stack(stack, overrides, program=image_only)
+
+
 def _cronjob_images(run: Run) -> set[str]:
     return {r.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] for r in run.of_type(CRONJOB)}
 
 
 def test_image_is_built_from_backup_image_and_pushed_to_the_acr(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
-    run = run_stack(stack)
+    run = run_image(run_stack, stack)
     image = run.one(IMAGE)
     assert image.parent_type == "ipa-ops:backup:BackupImage"
     assert image.inputs["push"] is True
@@ -38,25 +51,32 @@ def test_image_is_built_from_backup_image_and_pushed_to_the_acr(run_stack: RunSt
     assert (REPO_ROOT / "backup_image").is_dir()
 
 
-def test_cronjobs_run_the_pushed_digest(run_stack: RunStack, stack: str) -> None:
+def test_ref_is_the_pushed_digest(run_stack: RunStack, stack: str) -> None:
     settings = stack_settings(stack)
-    run = run_stack(stack)
+    run = run_image(run_stack, stack)
     digest = run.one(IMAGE).outputs["digest"]
     assert digest.startswith("sha256:")
-    assert _cronjob_images(run) == {f"{settings.container_registry}.azurecr.io/ipa-backup@{digest}"}
-    assert run.exports["backupImage"] == f"{settings.container_registry}.azurecr.io/ipa-backup@{digest}"
+    assert run.exports["ref"] == f"{settings.container_registry}.azurecr.io/ipa-backup@{digest}"
+
+
+def test_main_program_runs_the_ref_in_the_cronjobs(run_stack: RunStack, stack: str) -> None:
+    settings = stack_settings(stack)
+    run = run_stack(stack)
+    ref = f"{settings.container_registry}.azurecr.io/ipa-backup@{run.one(IMAGE).outputs['digest']}"
+    assert _cronjob_images(run) == {ref}
+    assert run.exports["backupImage"] == ref
 
 
 def test_a_prebuilt_image_skips_the_build(run_stack: RunStack, stack: str) -> None:
     prebuilt = f"ipaopsacr.azurecr.io/ipa-backup:1.0.0@{DIGEST}"
-    run = run_stack(stack, {"backupImage": prebuilt})
+    run = run_image(run_stack, stack, {"backupImage": prebuilt})
     assert run.of_type(IMAGE) == []
-    assert _cronjob_images(run) == {prebuilt}
+    assert run.exports["ref"] == prebuilt
 
 
 def test_dev_accepts_a_tag_prod_requires_a_digest(run_stack: RunStack) -> None:
-    run = run_stack("dev", {"backupImage": "ipaopsacr.azurecr.io/ipa-backup:1.0.0"})
-    assert _cronjob_images(run) == {"ipaopsacr.azurecr.io/ipa-backup:1.0.0"}
+    run = run_image(run_stack, "dev", {"backupImage": "ipaopsacr.azurecr.io/ipa-backup:1.0.0"})
+    assert run.exports["ref"] == "ipaopsacr.azurecr.io/ipa-backup:1.0.0"
     with pytest.raises(SettingsError, match="backupImage"):
         stack_settings("prod", {"backupImage": "ipaopsacr.azurecr.io/ipa-backup:1.0.0"})
     assert stack_settings("prod", {"backupImage": f"ipaopsacr.azurecr.io/ipa-backup@{DIGEST}"}).backup_image.endswith(DIGEST)

@@ -14,7 +14,7 @@ import jsonschema
 import promql_parser
 import pytest
 
-from components.grafana_dashboards import FOLDER_ANNOTATION, GrafanaDashboards, config_map_name
+from components.grafana_dashboards import FOLDER_ANNOTATION, GrafanaDashboards, GrafanaDashboardsArgs, config_map_name
 from components.metrics_contract import CONTRACT_METRICS, DASHBOARD_STANDARD_METRICS, METRICS, STANDARD_METRICS
 from components.rules.groups import recording_names, rule_groups
 from dashboards import build_all
@@ -240,7 +240,12 @@ def test_cost_panels_use_the_cost_rules_budget_and_default_price() -> None:
 
 def test_dashboards_ship_as_sidecar_config_maps(run_stack: RunStack) -> None:
     settings = stack_settings("prod")
-    run = run_stack("prod", program=lambda: GrafanaDashboards("grafana-dashboards", settings))
+    run = run_stack(
+        "prod",
+        program=lambda: GrafanaDashboards(
+            "grafana-dashboards", GrafanaDashboardsArgs.from_settings(settings), namespace=settings.monitoring_namespace
+        ),
+    )
     maps = run.of_type(CONFIG_MAP)
     assert len(maps) == len(UIDS)
     for uid in UIDS:

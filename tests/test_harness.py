@@ -64,6 +64,15 @@ def test_the_guard_fails_a_test_that_recorded_nothing() -> None:
         guard_recorded([Run(stack="dev", recorded=[])])
 
 
+def test_the_guard_fails_a_test_whose_component_declared_nothing(run_stack: RunStack) -> None:
+    """A component wrapper alone is not a resource: its test would check nothing."""
+    empty = run_stack("dev", program=lambda: pulumi.ComponentResource("ipa-ops:test:Empty", "empty"))
+    assert [r.type for r in empty.recorded] == ["ipa-ops:test:Empty"]
+    with pytest.raises(pytest.fail.Exception, match="no resource was recorded"):
+        guard_recorded([empty])
+    guard_recorded([empty, run_stack("dev", program=lambda: _Probe("probe"))])  # one run that declared something suffices
+
+
 def test_the_program_declares_resources_and_exports(run_stack: RunStack, stack: str) -> None:
     run = run_stack(stack)
     assert run.exports["environment"] == stack

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 
-from components.alertmanager_config import SMTP_SECRET, TEAMS_SECRET, alertmanager_config
-from components.monitoring import MonitoringStack, monitoring_outputs
+from components.alertmanager_config import HEARTBEAT_SECRET, SMTP_SECRET, TEAMS_SECRET, alertmanager_config
+from components.monitoring import MonitoringStack, MonitoringStackArgs, monitoring_outputs
 from components.monitoring_scrape import (
     POSTGRES_CREDENTIALS_DIR,
     POSTGRES_EXPORTER,
@@ -26,7 +27,7 @@ from components.monitoring_values import (
     kube_prometheus_stack_values,
     node_exporter_namespace,
 )
-from components.pushgateway import pushgateway_values
+from components.pushgateway import PushgatewayArgs, pushgateway_values
 from components.rules.groups import BACKEND_APP, backend_pods
 from components.settings import Settings
 from components.topology import GRAFANA_SERVICE, RELEASE_NAME
@@ -45,7 +46,7 @@ KEY_PATHS = Path(__file__).parent / "data" / "chart_value_paths.txt"
 
 def run_monitoring(run_stack: RunStack, stack: str, overrides: dict[str, Any] | None = None) -> tuple[Run, Settings]:
     settings = stack_settings(stack, overrides)
-    run = run_stack(stack, overrides, program=lambda: MonitoringStack("monitoring", settings).export())
+    run = run_stack(stack, overrides, program=lambda: MonitoringStack("monitoring", MonitoringStackArgs.from_settings(settings)).export())
     return run, settings
 
 
@@ -87,6 +88,17 @@ def test_stack_outputs(stack: str, run_stack: RunStack) -> None:
     assert f"port-forward svc/{GRAFANA_SERVICE} 3000:80" in run.exports["grafanaPortForward"]
     assert run.exports["monitoringNamespace"] == "monitoring"
     assert run.exports["kubePrometheusStackRelease"] == RELEASE_NAME
+
+
+def test_namespace_output_is_where_the_rest_goes(run_stack: RunStack) -> None:
+    """`namespace_name` is what __main__.py hands the rules, dashboards and Pushgateway."""
+    overrides = {"monitoringNamespace": "observability"}
+    settings = stack_settings("dev", overrides)
+
+    def program() -> None:
+        pulumi.export("namespace", MonitoringStack("monitoring", MonitoringStackArgs.from_settings(settings)).namespace_name)
+
+    assert run_stack("dev", overrides, program=program).exports["namespace"] == "observability"
 
 
 def test_main_program_wires_the_component(run_stack: RunStack) -> None:
@@ -137,7 +149,7 @@ def test_kube_state_metrics_exports_the_backend_app_label(stack: str) -> None:
     """The rules and dashboards select the backend pods by kube_pod_labels' label_app (the contract's
     app=ipa-backend); kube-state-metrics exports that label only when the allowlist names it."""
     values = kube_prometheus_stack_values(stack_settings(stack))
-    assert values["kube-state-metrics"] == {"metricLabelsAllowlist": ["pods=[app]"]}
+    assert values["kube-state-metrics"]["metricLabelsAllowlist"] == ["pods=[app]"]
     assert f'label_app="{BACKEND_APP}"' in backend_pods("ipa") and BACKEND_APP == "ipa-backend"
 
 
@@ -165,7 +177,7 @@ def test_alertmanager_values(stack: str) -> None:
     claim = spec["storage"]["volumeClaimTemplate"]["spec"]
     assert claim["storageClassName"] == settings.storage_class
     assert claim["resources"]["requests"]["storage"] == settings.alertmanager_storage_size
-    assert spec["secrets"] == [TEAMS_SECRET, SMTP_SECRET]
+    assert spec["secrets"] == [TEAMS_SECRET, SMTP_SECRET, HEARTBEAT_SECRET]
     assert alertmanager["config"] == alertmanager_config(settings)
     assert alertmanager["tplConfig"] is False  # the Go templates reach Alertmanager untouched by Helm
 
@@ -242,7 +254,7 @@ def test_secrets_are_kubernetes_secrets_referenced_by_name(stack: str, run_stack
         assert set(record.masked_inputs["stringData"].values()) == {"[secret]"}
     values = releases(run)[RELEASE_NAME].inputs["values"]
     assert values["grafana"]["admin"]["existingSecret"] == GRAFANA_ADMIN_SECRET
-    assert set(values["alertmanager"]["alertmanagerSpec"]["secrets"]) == {TEAMS_SECRET, SMTP_SECRET}
+    assert set(values["alertmanager"]["alertmanagerSpec"]["secrets"]) == {TEAMS_SECRET, SMTP_SECRET, HEARTBEAT_SECRET}
 
 
 # --- scraping the backend -------------------------------------------------------------------
@@ -306,7 +318,8 @@ def test_exporter_credentials_come_from_the_named_secrets() -> None:
         },
     )
     postgres = postgres_exporter_values(settings)
-    (volume,) = postgres["extraVolumes"]
+    volume, key_vault = postgres["extraVolumes"]  # prod syncs the Secret from its Key Vault
+    assert key_vault["csi"]["driver"] == "secrets-store.csi.k8s.io"
     assert volume["secret"]["secretName"] == "pg-monitor"
     assert {item["key"] for item in volume["secret"]["items"]} == {"username", "password"}
     assert postgres["extraVolumeMounts"][0]["mountPath"] == POSTGRES_CREDENTIALS_DIR
@@ -356,6 +369,7 @@ OPAQUE = {
     "containerSecurityContext",
     "labels",
     "additionalLabels",
+    "env",  # environment variables of the container, by name
 }
 
 
@@ -377,7 +391,9 @@ def test_values_keys_exist_in_charts(stack_name: str) -> None:
         f"kube-prometheus-stack@{settings.kube_prometheus_stack_version}": kube_prometheus_stack_values(settings),
         f"prometheus-postgres-exporter@{settings.postgres_exporter_chart_version}": postgres_exporter_values(settings),
         f"prometheus-redis-exporter@{settings.redis_exporter_chart_version}": redis_exporter_values(settings),
-        f"prometheus-pushgateway@{settings.pushgateway_chart_version}": pushgateway_values(settings),
+        f"prometheus-pushgateway@{settings.pushgateway_chart_version}": pushgateway_values(
+            PushgatewayArgs.from_settings(settings), settings.monitoring_namespace
+        ),
     }
     for chart, values in charts.items():
         assert chart in known, f"no key list for {chart}: regenerate tests/data/chart_value_paths.txt for this version"

@@ -14,54 +14,36 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate import utils as k8s_utils
 
 from components.topology import RELEASE_NAME
+from offline import kube_schema
+from offline.kube_schema import KUBERNETES_VERSION, CrdKey, CrdSchemas
 from tests.conftest import STACKS
 
-# AKS's supported minors at the time of writing include 1.33 (the oldest still in standard support).
-KUBERNETES_VERSION = "1.33.0"
 OPERATOR_GROUP = "monitoring.coreos.com"
 SCHEMAS = Path(__file__).parent / "schemas"
 Rendered = Callable[[str], Path]
 
 
+OPERATOR_KINDS = {"podmonitor": "PodMonitor", "servicemonitor": "ServiceMonitor", "prometheusrule": "PrometheusRule"}
+
+
 @cache
-def crd_validator(kind: str, version: str) -> jsonschema.protocols.Validator:
-    path = SCHEMAS / f"{kind.lower()}.{version}.schema.json"
-    assert path.is_file(), f"no CRD schema for {kind} {version}: add it with tests/schemas/derive.py"
-    schema = json.loads(path.read_text())
-    return jsonschema.Draft7Validator(schema)
+def operator_schemas() -> CrdSchemas:
+    """The schemas of tests/schemas/ and of the AKS add-ons' kinds (offline/schemas/), by (group, version, kind)."""
+    found: dict[CrdKey, dict[str, Any]] = {}
+    for path in sorted(SCHEMAS.glob("*.v*.schema.json")):
+        name, version = path.name.split(".")[:2]
+        found[(OPERATOR_GROUP, version, OPERATOR_KINDS[name])] = json.loads(path.read_text())
+    return CrdSchemas.from_schemas({**found, **kube_schema.addon_schemas()})
 
 
 def validate(manifest: dict[str, Any]) -> list[str]:
-    """Problems with one manifest; empty when it is valid."""
-    api_version, kind = manifest.get("apiVersion", ""), manifest.get("kind", "")
-    metadata = manifest.get("metadata") or {}
-    if not metadata.get("name"):
-        return ["metadata.name is missing"]
-    group, _, version = api_version.rpartition("/")
-    if group == OPERATOR_GROUP:
-        problems = [
-            f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
-            for error in crd_validator(kind, version).iter_errors(manifest)
-        ]
-        if not metadata.get("namespace"):
-            problems.append("a namespaced custom resource without metadata.namespace")
-        return problems
-    if "." in group and not group.endswith(".k8s.io"):  # built-in groups: core, apps, batch, *.k8s.io
-        return [f"{api_version} {kind}: no schema for this custom resource group"]
-    try:
-        k8s_utils.validate(manifest, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as err:
-        return [f"{'.'.join(str(p) for p in err.path)}: {err.message}"]
-    except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as err:
-        return [f"{api_version} {kind}: {err}"]
-    return []
+    """Problems with one manifest; empty when it is valid (offline/kube_schema.py)."""
+    return kube_schema.validate(manifest, operator_schemas())
 
 
 def manifests(folder: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -91,7 +73,7 @@ def test_operator_objects_are_selected_by_the_stack(stack: str, rendered: Render
 
 
 def pod_monitor(rendered: Rendered) -> dict[str, Any]:
-    (found,) = [m for _, m in manifests(rendered("dev")) if m["kind"] == "PodMonitor"]
+    (found,) = [m for _, m in manifests(rendered("dev")) if m["kind"] == "PodMonitor" and m["metadata"]["name"] == "ipa-backend"]
     return copy.deepcopy(found)
 
 

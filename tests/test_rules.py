@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.rules import AlertRules, prometheus_rule_body
+from components.rules import AlertRules, AlertRulesArgs, prometheus_rule_body
 from components.rules.groups import alert_names, dashboard_url, le_matcher, price_rules, recording_names, rule_groups
 from components.topology import GRAFANA_SERVICE, RELEASE_NAME
 from tests.conftest import RunStack, stack_settings
@@ -222,7 +222,10 @@ def test_rules_are_deterministic(stack: str) -> None:
 @pytest.mark.parametrize("stack_name", ["dev", "prod"])
 def test_component_declares_the_prometheus_rules(run_stack: RunStack, stack_name: str) -> None:
     settings = stack_settings(stack_name)
-    run = run_stack(stack_name, program=lambda: AlertRules("alert-rules", settings))
+    run = run_stack(
+        stack_name,
+        program=lambda: AlertRules("alert-rules", AlertRulesArgs.from_settings(settings), namespace=settings.monitoring_namespace),
+    )
     rules = run.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
     # Pulumi names carry the component's name; the Kubernetes objects keep theirs.
     assert sorted(r.name for r in rules) == ["alert-rules-ipa-alerts", "alert-rules-ipa-recording-rules"]

@@ -19,7 +19,8 @@ from tests.conftest import stack_settings
 from tests.rules.runner import HERE, load_test, rules_without_annotations, run_promtool, write_test_file
 
 Rendered = Callable[[str], Path]
-UNIT_FILES = sorted(p.name for p in HERE.glob("*.test.yaml") if p.name != "annotations.test.yaml")
+PROD_FILES = sorted(p.name for p in HERE.glob("*.prod.test.yaml"))  # cases of limits only the prod settings give
+UNIT_FILES = sorted(p.name for p in HERE.glob("*.test.yaml") if p.name not in ("annotations.test.yaml", *PROD_FILES))
 
 
 def test_rendered_rules_pass_promtool_lint(rendered: Rendered, stack: str) -> None:
@@ -46,6 +47,13 @@ def test_promtool_unit_tests(rendered: Rendered, tmp_path: Path, name: str) -> N
     rules = rules_without_annotations(rendered("dev") / "prometheus" / "rules.yaml", tmp_path / "rules.yaml")
     test_file = write_test_file(load_test(name), rules, tmp_path / name)
     result = run_promtool([test_file])
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-8000:]
+
+
+@pytest.mark.parametrize("name", PROD_FILES)
+def test_promtool_prod_unit_tests(rendered: Rendered, tmp_path: Path, name: str) -> None:
+    rules = rules_without_annotations(rendered("prod") / "prometheus" / "rules.yaml", tmp_path / "rules.yaml")
+    result = run_promtool([write_test_file(load_test(name), rules, tmp_path / name)])
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-8000:]
 
 

@@ -50,7 +50,7 @@ def test_every_name_is_present(stack: str) -> None:
     for field in dataclasses.fields(topo):
         assert getattr(topo, field.name), field.name
     assert topo.release_labels == RELEASE_LABELS == {"release": RELEASE_NAME}
-    assert set(topo.cronjob_names) == {"backup", "restore-drill"}
+    assert set(topo.cronjob_names) == {"backup", "restore-drill", "base-backup"}
     assert set(topo.dashboards) == set(build_all(stack_settings(stack)))
     assert topo.slo_period and all(
         w in topo.slo_windows for long_w, short_w, _ in topo.page_burns + topo.ticket_burns for w in (long_w, short_w)

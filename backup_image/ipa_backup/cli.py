@@ -1,4 +1,4 @@
-"""Command line: backup, list, verify, restore, drill."""
+"""Command line: backup, list, verify, restore, drill; wal-stream, base-backup, pitr-restore."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ipa_backup import __version__, config, log, metrics, proc
+from ipa_backup import __version__, basebackup, config, log, metrics, pitr, pitr_drill, proc, wal
 from ipa_backup.errors import BackupError, IntegrityError, Interrupted
 from ipa_backup.restore import drill, restore_set
-from ipa_backup.sets import fetch_verified, take_backup
+from ipa_backup.sets import fetch_verified, read_manifest, require_targets, take_backup
 from ipa_backup.storage import BlobStore
 
 
@@ -32,9 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list sets, newest first, complete or not")
     listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     verify = sub.add_parser("verify", help="check a set's checksums against its manifest")
-    verify.add_argument("set", nargs="?", help="set id (default: the newest complete set)")
-    restore = sub.add_parser("restore", help="restore a set (default: the newest complete one)")
-    restore.add_argument("set", nargs="?", help="set id (default: the newest complete set)")
+    verify.add_argument("set", nargs="?", help="set id (default: the newest complete set holding both targets, or --only's)")
+    verify.add_argument("--only", choices=config.TARGETS, help="default to the newest complete set holding this target")
+    restore = sub.add_parser("restore", help="restore a set (default: the newest complete one holding what is restored)")
+    restore.add_argument("set", nargs="?", help="set id (default: the newest complete set holding both targets, or --only's)")
     restore.add_argument("--force", action="store_true", help="overwrite non-empty targets")
     restore.add_argument("--pg-database", help="target database (default: PGDATABASE)")
     restore.add_argument("--redis-url", help="target Redis (default: REDIS_URL)")
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         "staging database the log names) instead of dropping it",
     )
     sub.add_parser("drill", help="restore the newest complete set into scratch targets and check it")
+    sub.add_parser("wal-stream", help="stream the WAL through a replication slot into blob storage (runs until SIGTERM)")
+    sub.add_parser("base-backup", help="take a physical base backup with pg_basebackup, verify it and upload it")
+    pitr_restore = sub.add_parser("pitr-restore", help="recover a data directory to a point in time from a base backup and the WAL")
+    when = pitr_restore.add_mutually_exclusive_group(required=True)
+    when.add_argument("--to-time", metavar="RFC3339", help="recover up to this time, e.g. 2026-05-04T13:45:10Z")
+    when.add_argument("--latest", action="store_true", help="recover everything the WAL archive holds")
+    pitr_restore.add_argument("--pgdata", required=True, help="the data directory to create (or, with --force, replace)")
+    pitr_restore.add_argument("--force", action="store_true", help="replace a non-empty data directory, keeping the old one beside it")
     return parser
 
 
@@ -69,10 +79,37 @@ def _run(args: argparse.Namespace) -> int:
     settings = config.load()
     proc.set_command_timeout(settings.command_timeout)
     if args.command == "backup":
-        info, manifest, results = take_backup(settings)
-        print(json.dumps({"set_id": info.set_id, "tier": info.tier, "captured_at": manifest["captured_at"], "files": manifest["files"]}))
+        info, manifest, results, postponed = take_backup(settings)
+        print(
+            json.dumps(
+                {
+                    "set_id": info.set_id,
+                    "tier": info.tier,
+                    "targets": list(manifest["targets"]),
+                    "captured_at": manifest["captured_at"],
+                    "files": manifest["files"],
+                }
+            )
+        )
         if settings.pushgateway_url:
             metrics.push_backup(settings.pushgateway_url, results)
+        if postponed is not None:  # Redis is stored and pushed; PostgreSQL's failure still fails the run
+            raise postponed
+        return 0
+    if args.command == "wal-stream":
+        wal.stream(settings)
+        return 0
+    if args.command == "base-backup":
+        base, base_manifest = basebackup.take(settings)
+        print(json.dumps({k: base_manifest[k] for k in ("backup_id", "tier", "consistent_at", "start_lsn", "end_lsn", "files")}))
+        if settings.pushgateway_url:
+            metrics.push_base_backup(
+                settings.pushgateway_url, base_manifest["consistent_at_epoch"], base_manifest["duration_seconds"], base.size
+            )
+        return 0
+    if args.command == "pitr-restore":
+        target = None if args.latest else pitr.parse_target(args.to_time)
+        print(json.dumps(pitr.restore(settings, target, Path(args.pgdata), args.force)))
         return 0
     store = BlobStore(settings)
     if args.command == "list":
@@ -82,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
                 "set_id": s.set_id,
                 "tier": s.tier,
                 "complete": s.complete,
+                "targets": list(s.targets),
                 "size": s.size,
                 "age_seconds": round((now - s.started_at).total_seconds()),
             }
@@ -90,14 +128,18 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows))
         else:
-            print(f"{'SET':<24} {'TIER':<9} {'STATUS':<11} {'AGE':>7} {'SIZE':>12}")
+            print(f"{'SET':<24} {'TIER':<9} {'STATUS':<11} {'TARGETS':<15} {'AGE':>7} {'SIZE':>12}")
             for r in rows:
                 status = "complete" if r["complete"] else "INCOMPLETE"
-                print(f"{r['set_id']:<24} {r['tier']:<9} {status:<11} {_age(r['age_seconds']):>7} {r['size']:>12}")
+                held = ",".join(r["targets"]) or "-"
+                print(f"{r['set_id']:<24} {r['tier']:<9} {status:<11} {held:<15} {_age(r['age_seconds']):>7} {r['size']:>12}")
         return 0
     if args.command == "verify":
-        info = store.find_set(args.set)
-        manifest, _ = fetch_verified(store, info, None, decompress=False)
+        needs = (args.only,) if args.only else config.TARGETS
+        info = store.find_set(args.set, needs)
+        manifest = read_manifest(store, info)
+        require_targets(info, manifest, needs)
+        manifest, _ = fetch_verified(store, info, None, decompress=False, manifest=manifest)
         print(json.dumps({"set_id": info.set_id, "verified": True, "files": len(manifest["files"])}))
         return 0
     if args.command == "restore":
@@ -115,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     report = drill(settings)
+    pitr_seconds = pitr_drill.add_to(settings, report)
     print(json.dumps(report))
     if not report["passed"]:
         raise IntegrityError(
@@ -122,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             + "; ".join(c["name"] + ": " + c["detail"] for c in report["checks"] if not c["passed"])
         )
     if settings.pushgateway_url:
-        metrics.push_drill(settings.pushgateway_url, time.time(), {t: report["durations"][t] for t in ("postgres", "redis")})
+        metrics.push_drill(settings.pushgateway_url, time.time(), {t: report["durations"][t] for t in ("postgres", "redis")}, pitr_seconds)
     return 0
 
 

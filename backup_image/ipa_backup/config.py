@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -37,13 +40,51 @@ class RedisTarget:
             port=port,
             db=db,
             username=unquote(parts.username) if parts.username else None,
-            # The CronJob keeps the password out of the URL and sets REDISCLI_AUTH from a Secret.
-            password=unquote(parts.password) if parts.password is not None else os.environ.get("REDISCLI_AUTH") or None,
+            # The CronJobs keep the password out of the URL: a mounted Secret file (REDIS_PASSWORD_FILE),
+            # or REDISCLI_AUTH.
+            password=unquote(parts.password)
+            if parts.password is not None
+            else _secret_file("REDIS_PASSWORD_FILE") or os.environ.get("REDISCLI_AUTH") or None,
             tls=parts.scheme == "rediss",
         )
 
     def redacted(self) -> str:
         return f"{self.host}:{self.port}/{self.db}"
+
+
+def _secret_file(name: str) -> str | None:
+    """The secret in the file variable `name` names (a mounted Kubernetes Secret), without a final newline."""
+    path = os.environ.get(name)
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_text().removesuffix("\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from exc
+    if not secret:
+        raise ConfigError(f"{name}={path!r} is empty; accepted: a file holding the password")
+    return secret
+
+
+def _pgpass_line(password: str) -> str:
+    r"""A ~/.pgpass line matching every server, port, database and user; `\` and `:` escaped."""
+    return "*:*:*:*:" + password.replace("\\", "\\\\").replace(":", "\\:") + "\n"
+
+
+def _use_password_file() -> None:
+    """PGPASSWORD_FILE: a file holding only the password (a mounted Secret). libpq reads passwords
+    from PGPASSFILE only when that file is private to its owner (0600), which a Secret volume never
+    is for a non-root user, so the password goes into a private pgpass file that every libpq
+    client this process runs is pointed at, and is removed at exit."""
+    password = _secret_file("PGPASSWORD_FILE")
+    if password is None:
+        return
+    folder = tempfile.mkdtemp(prefix="ipa-backup-libpq-")  # 0700
+    atexit.register(shutil.rmtree, folder, True)
+    path = Path(folder) / "pgpass"
+    path.touch(mode=0o600)
+    path.write_text(_pgpass_line(password))
+    os.environ["PGPASSFILE"] = str(path)
 
 
 def _int(name: str, default: int, low: int, high: int) -> int:
@@ -87,7 +128,22 @@ def _first_set(*names: str) -> str:
 STORAGE_CONNECT_TIMEOUT = 10.0
 PG_CLIENTS_ROOT = "/usr/lib/postgresql"  # Debian's layout: one <major>/bin per PostgreSQL client
 DRILL_SUFFIX = "_restore_drill"
+WAL_SLOT = "ipa_wal_stream"
+WAL_SPOOL_DIR = "/var/lib/ipa-wal"
+SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")  # what PostgreSQL accepts as a replication slot name
 MEMORY_RE = re.compile(r"^(\d+)(MB|GB)$")
+TARGETS = ("postgres", "redis")  # what a backup set may hold; the first set of a UTC day or ISO week holds both
+
+
+def _frequent_targets() -> tuple[str, ...]:
+    """BACKUP_FREQUENT_TARGETS: the targets a frequent set takes (comma-separated; default both). With
+    PostgreSQL's WAL streamed, `redis` alone: its logical dumps are then the daily and weekly copies only.
+    Redis is always one: it has no other recovery point."""
+    raw = os.environ.get("BACKUP_FREQUENT_TARGETS") or ",".join(TARGETS)
+    names = [n.strip() for n in raw.split(",")]
+    if "redis" not in names or not all(n in TARGETS for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"BACKUP_FREQUENT_TARGETS={raw!r} is not accepted; accepted: redis or postgres,redis")
+    return tuple(t for t in TARGETS if t in names)
 
 
 def _restore_pg_options() -> str:
@@ -147,6 +203,12 @@ class Settings:
     drill_redis_url: str | None  # the drill's Redis; None: a private redis-server
     drill_keep: bool  # keep the drill's scratch database afterwards
     redis_batch_bytes: int = 32 << 20  # Redis restore: bytes of values read and written at a time
+    wal_slot: str = WAL_SLOT  # the physical replication slot of wal-stream
+    wal_spool_dir: Path = Path(WAL_SPOOL_DIR)  # pg_receivewal's directory (a PVC)
+    wal_partial_upload_seconds: float = 15.0  # how often the segment in progress is uploaded when it changed
+    metrics_port: int = 9188  # wal-stream's /metrics
+    base_backup_fast_checkpoint: bool = False  # pg_basebackup --checkpoint=fast instead of spread
+    frequent_targets: tuple[str, ...] = TARGETS  # what a frequent set holds (daily and weekly sets hold every target)
 
     @property
     def redis(self) -> RedisTarget | None:
@@ -192,6 +254,13 @@ def load() -> Settings:
             f"DRILL_PGDATABASE={drill_pg_database!r} must end with {DRILL_SUFFIX!r}: the drill drops and recreates that database"
         )
     bin_dir = os.environ.get("PG_BIN_DIR") or None
+    _use_password_file()
+    wal_slot = os.environ.get("WAL_SLOT") or WAL_SLOT
+    if not SLOT_RE.match(wal_slot):
+        raise ConfigError(f"WAL_SLOT={wal_slot!r} is not a replication slot name; accepted: 1-63 of a-z, 0-9 and _")
+    checkpoint = os.environ.get("BASE_BACKUP_CHECKPOINT") or "spread"
+    if checkpoint not in ("spread", "fast"):
+        raise ConfigError(f"BASE_BACKUP_CHECKPOINT={checkpoint!r} is not accepted; accepted: spread or fast")
     return Settings(
         container=container,
         account_url=account_url,
@@ -215,4 +284,10 @@ def load() -> Settings:
         drill_redis_url=drill_redis_url,
         drill_keep=_flag("DRILL_KEEP"),
         redis_batch_bytes=_int("RESTORE_REDIS_BATCH_MB", 32, 1, 1024) << 20,
+        wal_slot=wal_slot,
+        wal_spool_dir=Path(os.environ.get("WAL_SPOOL_DIR") or WAL_SPOOL_DIR),
+        wal_partial_upload_seconds=_float("WAL_PARTIAL_UPLOAD_SECONDS", 15.0, 1.0, 3600.0),
+        metrics_port=_int("METRICS_PORT", 9188, 1, 65535),
+        base_backup_fast_checkpoint=checkpoint == "fast",
+        frequent_targets=_frequent_targets(),
     )

@@ -39,6 +39,24 @@ class TargetError(BackupError):
     exit_code = 6
 
 
+class NoBaseBackupError(IntegrityError):
+    """pitr-restore: no complete base backup ends at or before the target time."""
+
+    exit_code = 8
+
+
+class WalGapError(IntegrityError):
+    """pitr-restore: the WAL archive lacks a segment the recovery needs, or ends before the target."""
+
+    exit_code = 9
+
+
+class UnsupportedMajorError(TargetError):
+    """The image has no PostgreSQL programs of the server's (or base backup's) major version."""
+
+    exit_code = 10
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT. Not an Exception, so that no `except Exception` on the way swallows it;
     the exit code is the shell's 128 + signal number (143 for SIGTERM, 130 for SIGINT)."""

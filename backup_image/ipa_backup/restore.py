@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ipa_backup import log, pg, pgrestore, proc, redis_ops
-from ipa_backup.config import RedisTarget, Settings
+from ipa_backup.config import TARGETS, RedisTarget, Settings
 from ipa_backup.errors import ConfigError, TargetError
-from ipa_backup.sets import fetch_verified, read_manifest
+from ipa_backup.sets import fetch_verified, read_manifest, require_targets
 from ipa_backup.storage import BlobStore
 
 
@@ -63,10 +63,13 @@ def restore_set(
     pg_target = database if only != "redis" else None
     started_all = time.monotonic()
     store = BlobStore(settings)
-    info = store.find_set(set_id)
+    # Default: the newest set holding what is restored (a frequent set may hold Redis only).
+    needs = tuple(t for t, wanted in (("postgres", pg_target), ("redis", redis_target)) if wanted)
+    info = store.find_set(set_id, needs)
     # The manifest, checked against the set's folder, names the set's pg_dump major: a bad set or an
     # unsupported pairing is refused before any download.
     manifest = read_manifest(store, info)
+    require_targets(info, manifest, needs)
     pg_plan = check_targets(settings, pg_target, redis_target, force, manifest, info.set_id)
     summary: dict[str, Any] = {}
     durations: dict[str, float] = {"find_and_check": time.monotonic() - started_all}
@@ -170,8 +173,8 @@ def drill(settings: Settings) -> dict[str, Any]:
     if not settings.pg_database or not scratch_db:
         raise ConfigError("PGDATABASE is not set: the drill derives its scratch database name from it")
     store = BlobStore(settings)
-    info = store.find_set(None)
-    manifest = read_manifest(store, info)  # checked against the set's folder
+    info = store.find_set(None, TARGETS)  # the drill restores both
+    manifest = read_manifest(store, info)  # checked against the set's folder: it names the same targets
     clients = pg.clients(settings.pg_clients_root, settings.pg_bin_dir)
     pg_plan = pgrestore.check_server(scratch_db, manifest, info.set_id, clients)  # before any download
     checks: list[dict[str, Any]] = []

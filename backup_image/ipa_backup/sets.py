@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ipa_backup import __version__, log, pg, redis_ops
-from ipa_backup.config import Settings
-from ipa_backup.errors import ConfigError, IntegrityError
-from ipa_backup.storage import MANIFEST, BlobStore, SetInfo, verify_file
+from ipa_backup.config import TARGETS, Settings
+from ipa_backup.errors import ConfigError, IntegrityError, SourceError
+from ipa_backup.storage import MANIFEST, TARGET_FILES, BlobStore, SetInfo, verify_file
 
 FORMAT = 1
 DECOMPRESS_WRITE_SIZE = 4 << 20
@@ -33,6 +33,12 @@ def choose_tier(sets: list[SetInfo], now: datetime) -> str:
     if not any(s.tier in ("daily", "weekly") and s.started_at.date() == now.date() for s in complete):
         return "daily"
     return "frequent"
+
+
+def set_targets(tier: str, settings: Settings) -> tuple[str, ...]:
+    """Daily and weekly sets hold every target: they are the portable copies PostgreSQL keeps beside its
+    WAL stream. A frequent set holds BACKUP_FREQUENT_TARGETS (with the stream on: Redis only)."""
+    return TARGETS if tier in ("daily", "weekly") else settings.frequent_targets
 
 
 class _Counter:
@@ -56,8 +62,10 @@ def compress(chunks: Iterator[bytes], level: int, counter: _Counter) -> Iterator
             close()  # stops the producing process if the upload failed
 
 
-def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, tuple[float, float, int]]]:
-    """One set: checks, postgres dump + globals, Redis RDB, then the manifest. Returns push results too."""
+def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, tuple[float, float, int]], SourceError | None]:
+    """One set: checks, postgres dump + globals (when the set takes PostgreSQL), Redis RDB, then the
+    manifest. Returns push results too, for the targets taken only, and the PostgreSQL check failure a
+    daily or weekly run put off to take Redis all the same (the caller fails the run after pushing)."""
     if not settings.pg_database:
         raise ConfigError("PGDATABASE is not set: name the database to back up")
     if not settings.redis_url:
@@ -65,16 +73,42 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
     target = settings.redis
     assert target is not None
     store = BlobStore(settings)
-    # Every check before the first byte is written, so a bad source leaves nothing behind.
-    source = pg.check_source(pg.clients(settings.pg_clients_root, settings.pg_bin_dir))
-    table_share = pg.largest_table_share(source.client)
-    redis_version = redis_ops.check(target)
-    store.ensure_container()
     now = datetime.now(UTC)
     # Millisecond time first, so that names sort by time; a random tail keeps concurrent runs apart.
     set_id = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
-    info = SetInfo(set_id, choose_tier(store.list_sets(), now))
-    log.info("backup started", set_id=info.set_id, tier=info.tier, database=settings.pg_database, redis=target.redacted())
+    tier = None
+    if "postgres" not in settings.frequent_targets:  # the tier decides whether PostgreSQL is taken: list first
+        store.ensure_container()
+        tier = choose_tier(store.list_sets(), now)
+    targets = TARGETS if tier is None else set_targets(tier, settings)
+    # Every check before the first byte is written, so a bad source leaves nothing behind. A Redis-only
+    # set never connects to PostgreSQL (no snapshot held, no load).
+    source, postponed = None, None
+    if "postgres" in targets:
+        clients = pg.clients(settings.pg_clients_root, settings.pg_bin_dir)
+        try:
+            source = pg.check_source(clients)
+        except SourceError as exc:
+            if tier is None:
+                raise
+            # Redis's RPO rides on every run and must not wait for PostgreSQL: take it as a frequent set,
+            # which leaves the day's (or week's) slot to the next run.
+            postponed, tier, targets = exc, "frequent", settings.frequent_targets
+            log.error(f"{exc}; taking Redis alone as a frequent set, the next run tries PostgreSQL again", set_id=set_id)
+    table_share = pg.largest_table_share(source.client) if source else None
+    redis_version = redis_ops.check(target)
+    if tier is None:
+        store.ensure_container()
+        tier = choose_tier(store.list_sets(), now)
+    info = SetInfo(set_id, tier)
+    log.info(
+        "backup started",
+        set_id=info.set_id,
+        tier=info.tier,
+        targets=",".join(targets),
+        database=settings.pg_database if source else None,
+        redis=target.redacted(),
+    )
     files: list[dict[str, Any]] = []
     results: dict[str, tuple[float, float, int]] = {}
 
@@ -92,19 +126,39 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         files.append(entry)
         return entry
 
-    started, captured = time.monotonic(), time.time()  # the dump's snapshot is taken after this instant
-    entry = upload("postgres.dump.zst", "postgres", pg.dump(source.client))
-    globals_sql = pg.dump_globals(source.client)
-    if globals_sql is None:
-        log.warning("roles not readable on this server (managed PostgreSQL): globals not dumped")
-    else:
-        upload("postgres-globals.sql.zst", "postgres", iter([globals_sql]))
-    results["postgres"] = (captured, time.monotonic() - started, sum(f["size"] for f in files))
+    described: dict[str, dict[str, Any]] = {}  # the manifest's `targets`: one entry per target the set holds
+    captured = time.time()  # the set's own time: its first target's
+    if source is not None:
+        started, captured = time.monotonic(), time.time()  # the dump's snapshot is taken after this instant
+        entry = upload(TARGET_FILES["postgres"], "postgres", pg.dump(source.client))
+        globals_sql = pg.dump_globals(source.client)
+        if globals_sql is None:
+            log.warning("roles not readable on this server (managed PostgreSQL): globals not dumped")
+        else:
+            upload("postgres-globals.sql.zst", "postgres", iter([globals_sql]))
+        results["postgres"] = (captured, time.monotonic() - started, sum(f["size"] for f in files))
+        described["postgres"] = {
+            "captured_at_epoch": captured,
+            "database": settings.pg_database,
+            "server_version": source.server_version,
+            "client_major": source.client.major,
+            "largest_table_share": table_share,
+            "duration_seconds": round(results["postgres"][1], 3),
+        }
 
     started, captured_redis = time.monotonic(), time.time()
     layout = redis_ops.source_layout(target)  # which databases, and how many the server has: restores keep the numbers
-    entry = upload("redis.rdb.zst", "redis", redis_ops.dump_rdb(target))
+    entry = upload(TARGET_FILES["redis"], "redis", redis_ops.dump_rdb(target))
     results["redis"] = (captured_redis, time.monotonic() - started, entry["size"])
+    described["redis"] = {
+        "captured_at_epoch": captured_redis,
+        "server_version": redis_version,
+        "keyspace": layout["keyspace"],
+        "databases": layout["databases"],
+        "duration_seconds": round(results["redis"][1], 3),
+    }
+    if source is None:
+        captured = captured_redis
 
     manifest = {
         "format": FORMAT,
@@ -112,23 +166,7 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         "tier": info.tier,
         "captured_at": datetime.fromtimestamp(captured, UTC).isoformat(),
         "captured_at_epoch": captured,
-        "targets": {
-            "postgres": {
-                "captured_at_epoch": captured,
-                "database": settings.pg_database,
-                "server_version": source.server_version,
-                "client_major": source.client.major,
-                "largest_table_share": table_share,
-                "duration_seconds": round(results["postgres"][1], 3),
-            },
-            "redis": {
-                "captured_at_epoch": captured_redis,
-                "server_version": redis_version,
-                "keyspace": layout["keyspace"],
-                "databases": layout["databases"],
-                "duration_seconds": round(results["redis"][1], 3),
-            },
-        },
+        "targets": described,
         "files": files,
         "tool": {"name": "ipa-backup", "version": __version__},
     }
@@ -138,10 +176,11 @@ def take_backup(settings: Settings) -> tuple[SetInfo, dict[str, Any], dict[str, 
         "backup complete",
         set_id=info.set_id,
         tier=info.tier,
+        targets=",".join(described),
         bytes=sum(f["size"] for f in files),
         raw_bytes=sum(f["raw_size"] for f in files),
     )
-    return info, manifest, results
+    return info, manifest, results, postponed
 
 
 SPACE_MARGIN = 1.05  # file system overhead and the work files pg_restore and redis-server add
@@ -169,7 +208,22 @@ def _disk_errors(path: Path) -> Iterator[None]:
         raise ConfigError(f"writing {path} failed: {exc.strerror}: give the restore a larger work volume (BACKUP_WORK_DIR)") from exc
 
 
-REQUIRED_FILES = ("postgres.dump.zst", "redis.rdb.zst")  # postgres-globals.sql.zst is optional
+OPTIONAL_FILES = {"postgres-globals.sql.zst": "postgres"}  # file -> the target it belongs to
+
+
+def manifest_targets(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The targets a set holds: the keys of its manifest's `targets`. A manifest without that field
+    (none this tool wrote) holds both, as every set did before frequent sets could hold Redis only."""
+    described = manifest.get("targets")
+    if described is None:
+        return TARGETS
+    if not isinstance(described, dict) or not described or not set(described) <= set(TARGETS):
+        raise IntegrityError(
+            f"manifest of set {manifest.get('set_id')!r} names targets {described!r}; accepted: one or both of {', '.join(TARGETS)}"
+        )
+    return tuple(t for t in TARGETS if t in described)
+
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -186,6 +240,17 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(entry.get("raw_size", 0), int):
         return f"no valid raw_size for {name}"
     return None
+
+
+def require_targets(info: SetInfo, manifest: dict[str, Any], needs: tuple[str, ...]) -> None:
+    """A set named for a command must hold what it needs (its manifest, already checked against its folder, says)."""
+    held = manifest_targets(manifest)
+    lacking = [t for t in needs if t not in held]
+    if lacking:
+        raise IntegrityError(
+            f"backup set {info.set_id} holds {', '.join(held)} only, not {' and '.join(lacking)}: name a set holding it "
+            "(`ipa-backup list` shows each set's targets), or leave the set out to take the newest that does"
+        )
 
 
 def check_manifest(info: SetInfo, manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,9 +274,14 @@ def check_manifest(info: SetInfo, manifest: dict[str, Any]) -> list[dict[str, An
     names = [str(e["name"]) for e in entries]
     if len(set(names)) != len(names):
         raise IntegrityError(f"{where} lists a file twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
-    missing = [n for n in REQUIRED_FILES if n not in names]
+    targets = manifest_targets(manifest)
+    missing = [TARGET_FILES[t] for t in targets if TARGET_FILES[t] not in names]
     if missing:
         raise IntegrityError(f"{where} lacks the required {', '.join(missing)}")
+    belongs = {**{f: t for t, f in TARGET_FILES.items()}, **OPTIONAL_FILES}
+    foreign = sorted(n for n in names if n in belongs and belongs[n] not in targets)
+    if foreign:
+        raise IntegrityError(f"{where} lists {', '.join(foreign)} but holds only {', '.join(targets)}")
     stored = set(info.files) - {MANIFEST}
     absent = sorted(set(names) - stored)
     if absent:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ResourceExistsError,
@@ -33,11 +34,12 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from ipa_backup import log
-from ipa_backup.config import Settings, storage_backoff
+from ipa_backup.config import TARGETS, Settings, storage_backoff
 from ipa_backup.errors import IntegrityError, StorageError
 
 TIERS = ("frequent", "daily", "weekly")
 MANIFEST = "manifest.json"
+TARGET_FILES = {"postgres": "postgres.dump.zst", "redis": "redis.rdb.zst"}  # the file that makes a set hold a target
 # The set ids the tool writes: UTC time to the millisecond, then a random tail.
 SET_ID_RE = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{6}$")
 _ignored_folders: set[str] = set()  # foreign folders already warned about in this run
@@ -60,6 +62,11 @@ class SetInfo:
     @property
     def size(self) -> int:
         return sum(self.files.values())
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets the set's folder holds; its manifest must say the same (sets.check_manifest)."""
+        return tuple(t for t in TARGETS if TARGET_FILES[t] in self.files)
 
     @property
     def started_at(self) -> datetime:
@@ -224,6 +231,33 @@ class BlobStore:
                 blobs = list(page)
             yield from blobs
 
+    def list_blobs(self, prefix: str, metadata: bool = False) -> list[Any]:
+        """Every blob under `prefix` (name, size, last_modified and, with `metadata`, its metadata)."""
+        include = ["metadata"] if metadata else None
+        pages = self.container.list_blobs(name_starts_with=prefix, include=include).by_page()
+        found: list[Any] = []
+        try:
+            while True:
+                with self.bounded():
+                    page = next(pages, None)
+                    if page is None:
+                        return found
+                    found.extend(page)
+        except ResourceNotFoundError as exc:
+            raise StorageError(f"container {self.settings.container!r} does not exist") from exc
+        except AzureError as exc:
+            raise self.error(f"listing {prefix}", exc) from exc
+
+    def delete(self, name: str) -> None:
+        """Delete a blob; one already gone is fine."""
+        try:
+            with self.bounded():
+                self.container.get_blob_client(name).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise self.error(f"deleting {name}", exc) from exc
+
     def list_sets(self) -> list[SetInfo]:
         """All sets, complete or not, newest first. Only folders named like the set ids the tool writes
         count: anything else in a tier is ignored (with one warning), so it can never become the newest set."""
@@ -249,14 +283,20 @@ class BlobStore:
             _ignored_folders.update(foreign)
         return sorted(sets.values(), key=lambda s: s.set_id, reverse=True)
 
-    def find_set(self, set_id: str | None) -> SetInfo:
-        """The named set (`ID` or `tier/ID`), or the newest complete one; never an incomplete one."""
+    def find_set(self, set_id: str | None, needs: Iterable[str] = ()) -> SetInfo:
+        """The named set (`ID` or `tier/ID`), or the newest complete one holding every target in `needs`
+        (a frequent set may hold Redis only); never an incomplete one. A named set's targets are checked
+        against its manifest (sets.require_targets), which tells a Redis-only set from a broken one."""
         sets = self.list_sets()
+        wanted_targets = [t for t in TARGETS if t in set(needs)]
         if set_id is None:
             for info in sets:
-                if info.complete:
+                if info.complete and all(t in info.targets for t in wanted_targets):
                     return info
-            raise IntegrityError(f"no complete backup set in container {self.settings.container!r}")
+            holding = f" holding {' and '.join(wanted_targets)}" if wanted_targets else ""
+            newest = next((s for s in sets if s.complete), None)
+            seen = f" (the newest, {newest.set_id}, holds {', '.join(newest.targets) or 'nothing'})" if newest and holding else ""
+            raise IntegrityError(f"no complete backup set{holding} in container {self.settings.container!r}{seen}")
         *tier, wanted = set_id.strip("/").split("/")
         found = [s for s in sets if s.set_id == wanted and (not tier or s.tier == tier[-1])]
         if len(found) > 1:
@@ -283,18 +323,35 @@ class BlobStore:
         return manifest
 
     def write_manifest(self, info: SetInfo, manifest: dict[str, Any]) -> None:
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self.write_json(info.prefix + MANIFEST, manifest, f"the manifest of {info.set_id}")
+
+    def write_json(self, name: str, value: dict[str, Any], what: str) -> None:
+        """A small JSON blob, never over an existing one."""
+        body = json.dumps(value, indent=2, sort_keys=True).encode()
         try:
             with self.bounded():
-                self.container.get_blob_client(info.prefix + MANIFEST).upload_blob(body, overwrite=False)
+                self.container.get_blob_client(name).upload_blob(body, overwrite=False)
         except AzureError as exc:
-            raise self.error(f"writing the manifest of {info.set_id}", exc) from exc
+            raise self.error(f"writing {what}", exc) from exc
 
-    def upload_stream(self, name: str, chunks: Iterable[bytes]) -> tuple[int, str]:
+    def read_bytes(self, name: str, what: str) -> bytes:
+        """A small blob, whole."""
+        try:
+            with self.bounded():
+                data: bytes = self.container.get_blob_client(name).download_blob().readall()
+        except AzureError as exc:
+            raise self.error(f"reading {what}", exc) from exc
+        return data
+
+    def upload_stream(
+        self, name: str, chunks: Iterable[bytes], metadata: dict[str, str] | None = None, new_only: bool = False
+    ) -> tuple[int, str]:
         """Upload a stream as parallel staged blocks; commit only after the stream ended cleanly.
 
         Returns (size, sha256 hex) of the stored bytes. If the stream raises (its producer
         failed) or a block fails after its retries, nothing is committed: no blob appears.
+        `metadata` is committed with the block list: it is part of the very version it describes.
+        `new_only`: the commit is refused (StorageError) when a blob of that name exists already.
         """
         blob = self.container.get_blob_client(name)
         digest = hashlib.sha256()
@@ -331,7 +388,11 @@ class BlobStore:
             while pending:
                 pending.popleft().result()
             with self.bounded():
-                blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids])
+                blocks = [BlobBlock(block_id=b) for b in block_ids]
+                if new_only:
+                    blob.commit_block_list(blocks, metadata=metadata, match_condition=MatchConditions.IfMissing)
+                else:
+                    blob.commit_block_list(blocks, metadata=metadata)
         except AzureError as exc:
             raise self.error(f"uploading {name}", exc) from exc
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,3 +162,35 @@ def test_only_config_reads_the_environment() -> None:
         if module.name != "config.py":
             text = module.read_text()
             assert not re.search(r"os\.environ\.get|os\.environ\[|os\.getenv", text), f"{module.name} reads the environment"
+
+
+def test_redis_password_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")  # a trailing newline, as `kubectl create secret --from-file` keeps it
+    monkeypatch.setenv("REDISCLI_AUTH", "from-env")
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(secret))
+    assert RedisTarget.parse("redis://cache:6379/0").password == "from-file"
+    assert RedisTarget.parse("redis://:in-url@cache:6379/0").password == "in-url"
+    secret.write_text("")
+    with pytest.raises(ConfigError, match=r"REDIS_PASSWORD_FILE=.* is empty"):
+        RedisTarget.parse("redis://cache:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"REDIS_PASSWORD_FILE=.* cannot be read"):
+        RedisTarget.parse("redis://cache:6379/0")
+
+
+def test_postgres_password_file_becomes_a_private_pgpass(storage_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """libpq ignores a PGPASSFILE its group may read (a Secret file under fsGroup is 0440): the tool
+    hands libpq a private copy, escaped in pgpass syntax."""
+    secret = tmp_path / "password"
+    secret.write_text("p:ss\\word\n")
+    secret.chmod(0o440)
+    storage_env.delenv("PGPASSFILE", raising=False)
+    storage_env.setenv("PGPASSWORD_FILE", str(secret))
+    config.load()
+    pgpass = Path(os.environ["PGPASSFILE"])
+    assert pgpass.read_text() == "*:*:*:*:p\\:ss\\\\word\n"
+    assert pgpass.stat().st_mode & 0o777 == 0o600 and pgpass.parent.stat().st_mode & 0o777 == 0o700
+    storage_env.setenv("PGPASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"PGPASSWORD_FILE=.* cannot be read"):
+        config.load()

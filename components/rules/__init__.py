@@ -6,6 +6,7 @@ declares them where kube-prometheus-stack's rule selector finds them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -16,7 +17,19 @@ from components.settings import Settings
 from components.topology import RELEASE_LABELS  # the label the chart's Prometheus selects rules by
 
 
-def prometheus_rule_body(name: str, namespace: str, groups: list[Group]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AlertRulesArgs:
+    """The rule groups, built from the settings by the pure functions of `components.rules.groups`."""
+
+    recording_groups: list[Group]
+    alert_groups: list[Group]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertRulesArgs:
+        return cls(recording_groups=recording_groups(settings), alert_groups=alert_groups(settings))
+
+
+def prometheus_rule_body(name: str, namespace: pulumi.Input[str], groups: list[Group]) -> dict[str, Any]:
     """The PrometheusRule object (apiVersion, kind, metadata, spec), as plain data."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -31,13 +44,15 @@ def prometheus_rule_body(name: str, namespace: str, groups: list[Group]) -> dict
 
 
 class AlertRules(pulumi.ComponentResource):
-    """Recording rules and alerts of the IPA platform, in the monitoring namespace."""
+    """Recording rules and alerts of the IPA platform, in the monitoring `namespace`."""
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: AlertRulesArgs, *, namespace: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ipa-ops:monitoring:AlertRules", name, None, opts)
         self.rules: dict[str, CustomResource] = {}
-        for rule_name, groups in (("ipa-recording-rules", recording_groups(settings)), ("ipa-alerts", alert_groups(settings))):
-            body = prometheus_rule_body(rule_name, settings.monitoring_namespace, groups)
+        for rule_name, groups in (("ipa-recording-rules", args.recording_groups), ("ipa-alerts", args.alert_groups)):
+            body = prometheus_rule_body(rule_name, namespace, groups)
             self.rules[rule_name] = CustomResource(
                 f"{name}-{rule_name}",
                 api_version=str(body["apiVersion"]),
@@ -51,4 +66,4 @@ class AlertRules(pulumi.ComponentResource):
         self.register_outputs({"prometheus_rules": list(self.rules)})
 
 
-__all__ = ["AlertRules", "alert_names", "prometheus_rule_body", "recording_names", "rule_groups"]
+__all__ = ["AlertRules", "AlertRulesArgs", "alert_names", "prometheus_rule_body", "recording_names", "rule_groups"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.settings import BACKUP_TARGETS as BACKUP_TARGETS  # re-exported: what BackupTooOld watches
 from components.settings import Settings
 from components.topology import (
     API_DASHBOARD,
@@ -28,6 +29,8 @@ from components.topology import (
     SLO_WINDOWS,
     SYSTEM_DASHBOARD,
     TICKET_BURNS,
+    WAL_SLOT,
+    WAL_STREAM_JOB,
     topology,
 )
 
@@ -36,11 +39,11 @@ Group = dict[str, Any]
 
 BACKEND = f'job="{BACKEND_JOB}"'
 BACKUP = f'job="{BACKUP_JOB}"'
+WAL_STREAM = f'job="{WAL_STREAM_JOB}"'
 # Divisor floor: any real request rate is far above it, so the ratio is exact when traffic
 # exists and 0 (not NaN) when it does not.
 TINY = "1e-9"
 DEFAULT_MODEL = "__default__"
-BACKUP_TARGETS = ("postgres", "redis")
 BACKUP_MISSING_GRACE = "5m"  # how long the backup metric may be absent before BackupTooOld fires
 # Fixed thresholds of the platform alerts (not worth a setting each).
 POD_RESTARTS_PER_HOUR = 3
@@ -50,6 +53,8 @@ CONNECTIONS_NEAR_LIMIT = 0.8
 POSTGRES_REPLICATION_LAG_SECONDS = 300
 REDIS_MEMORY_NEAR_MAX = 0.9
 CONCURRENCY_SATURATION = 0.9
+# Share of max_slot_wal_keep_size a slot may retain before the server is close to invalidating it.
+SLOT_RETENTION_NEAR_LIMIT = 0.8
 
 # Dashboard each alert links to.
 API, EXECUTIONS, CLAUDE, SYSTEM, BACKUP_DR = API_DASHBOARD, EXECUTIONS_DASHBOARD, CLAUDE_DASHBOARD, SYSTEM_DASHBOARD, BACKUP_DASHBOARD
@@ -439,28 +444,38 @@ def claude_alerts(s: Settings) -> list[Rule]:
     ]
 
 
-def backup_alerts(s: Settings) -> list[Rule]:
-    rpo = s.rpo_target_minutes * 60
-    # No `for`: the age condition fires at the first evaluation past the RPO. The age is computed
-    # here, not read from ipa:backup_age_seconds, which another group records up to one interval ago.
-    # A vanished metric fires only after BACKUP_MISSING_GRACE without samples, so a Pushgateway
-    # restart or one failed scrape is no page.
-    targets = "|".join(BACKUP_TARGETS)
+def backup_too_old_expr(s: Settings) -> str:
+    """One age comparison per threshold: targets sharing a threshold share the clause, so with every
+    target at the RPO the expression has the one number the drill checks."""
+    by_limit: dict[int, list[str]] = {}
+    for target, minutes in s.backup_max_age_minutes.items():
+        by_limit.setdefault(minutes * 60, []).append(target)
+    ages = "\nor ".join(
+        f'min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target=~"{"|".join(targets)}"}}) > {limit}'
+        for limit, targets in sorted(by_limit.items())
+    )
     missing = "".join(
         f'\nor absent_over_time(ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target="{t}"}}[{BACKUP_MISSING_GRACE}])'
         for t in BACKUP_TARGETS
     )
+    return ages + missing
+
+
+def backup_alerts(s: Settings) -> list[Rule]:
+    # No `for`: the age condition fires at the first evaluation past the limit. The age is computed
+    # here, not read from ipa:backup_age_seconds, which another group records up to one interval ago.
+    # A vanished metric fires only after BACKUP_MISSING_GRACE without samples, so a Pushgateway
+    # restart or one failed scrape is no page.
     drill_period = (s.restore_drill_period_days + 1) * 86400
     return [
         alert(
             s,
             "BackupTooOld",
-            f'min by (target) (time() - ipa_backup_last_success_timestamp_seconds{{{BACKUP}, target=~"{targets}"}}) > {rpo}{missing}',
+            backup_too_old_expr(s),
             "critical",
-            "The newest successful backup is older than the RPO, or its metric is missing",
-            f"The newest successful {{{{ $labels.target }}}} backup captured data {DURATION} ago; the RPO is "
-            f"{s.rpo_target_minutes} minutes. A value of 1 means the backup metric has been missing for "
-            f"{BACKUP_MISSING_GRACE}.",
+            "The newest successful backup is older than its limit, or its metric is missing",
+            f"The newest successful {{{{ $labels.target }}}} backup captured data {DURATION} ago; {_logical_limit(s)}. "
+            f"A value of 1 means the backup metric has been missing for {BACKUP_MISSING_GRACE}.",
             BACKUP_DR,
         ),
         alert(
@@ -509,6 +524,73 @@ def backup_alerts(s: Settings) -> list[Rule]:
             "recorded; BackupTooOld and RestoreDrillFailed will follow.",
             BACKUP_DR,
             "10m",
+        ),
+    ]
+
+
+def _logical_limit(s: Settings) -> str:
+    limits = s.backup_max_age_minutes
+    if len(set(limits.values())) == 1:
+        return f"the RPO is {s.rpo_target_minutes} minutes"
+    return (
+        f"the limit is {limits['redis']} minutes for redis (the RPO) and {limits['postgres']} minutes for postgres, "
+        "dumped once a day while the WAL stream carries its RPO (WalStreamDown, WalArchiveLagHigh)"
+    )
+
+
+def pitr_alerts(s: Settings) -> list[Rule]:
+    """The WAL stream and base backups (only with pitrEnabled). The stream's metrics are scraped, not
+    pushed: a dead pod's series go stale, so its absence is the stream being down."""
+    limit_bytes = s.max_slot_wal_keep_size_gb * 2**30
+    safe_floor = _num((1 - SLOT_RETENTION_NEAR_LIMIT) * limit_bytes)
+    return [
+        alert(
+            s,
+            "WalStreamDown",
+            f"max(ipa_wal_stream_up{{{WAL_STREAM}}}) < 1\nor absent(ipa_wal_stream_up{{{WAL_STREAM}}})",
+            "critical",
+            "The WAL stream is down: new commits are not archived",
+            f"The WAL receiver reports up={{{{ $value }}}} (1 with no labels: its metrics are missing). Commits since it stopped "
+            f"exist only on the server; replication slot {WAL_SLOT} keeps the WAL there until the stream resumes.",
+            BACKUP_DR,
+            "2m",
+        ),
+        alert(
+            s,
+            "WalArchiveLagHigh",
+            f"max(ipa_wal_stream_lag_seconds{{{WAL_STREAM}}}) > {s.wal_lag_budget_seconds}",
+            "critical",
+            "WAL is reaching blob storage too late for the RPO",
+            f"The oldest WAL not yet uploaded is {DURATION} old; the lag budget is {s.wal_lag_budget_seconds} s, which with the "
+            f"{s.wal_partial_upload_seconds} s partial upload interval keeps the RPO ({s.rpo_target_minutes} min) and the "
+            f"{s.pitr_rpo_bound_seconds} s design goal.",
+            BACKUP_DR,
+        ),
+        alert(
+            s,
+            "BaseBackupTooOld",
+            f"time() - max(ipa_base_backup_last_success_timestamp_seconds{{{BACKUP}}}) > {s.base_backup_max_age_minutes * 60}\n"
+            f"or absent_over_time(ipa_base_backup_last_success_timestamp_seconds{{{BACKUP}}}[{BACKUP_MISSING_GRACE}])",
+            "warning",
+            "The newest base backup is older than its schedule allows, or its metric is missing",
+            f"The newest successful base backup started {DURATION} ago (1 means the metric has been missing for "
+            f"{BACKUP_MISSING_GRACE}); one is due every {s.base_backup_max_age_minutes} minutes (schedule gap plus deadline). "
+            "Restores replay more WAL until the next one.",
+            BACKUP_DR,
+        ),
+        alert(
+            s,
+            "WalSlotRetentionNearLimit",
+            f"min by (slot_name) (pg_replication_slot_safe_wal_size_bytes) < {safe_floor}\n"
+            'or max by (slot_name) (pg_replication_slot_wal_status{wal_status=~"unreserved|lost"})\n'
+            "or max by (slot_name) (pg_replication_slot_slot_is_active unless on (slot_name) pg_replication_slot_safe_wal_size_bytes)",
+            "critical",
+            "A replication slot retains WAL near max_slot_wal_keep_size, or has no limit",
+            f"Slot {{{{ $labels.slot_name }}}}: {VALUE} bytes of WAL may still be written before the server invalidates it "
+            f"(alert below {_num(100 - SLOT_RETENTION_NEAR_LIMIT * 100)} % of max_slot_wal_keep_size = {s.max_slot_wal_keep_size_gb} GB). "
+            "A value of 1 means the slot is unreserved or lost, or the server has no max_slot_wal_keep_size.",
+            BACKUP_DR,
+            "5m",
         ),
     ]
 
@@ -649,6 +731,7 @@ def alert_groups(settings: Settings) -> list[Group]:
         {"name": "ipa-executions.alerts", "rules": execution_alerts(settings)},
         {"name": "ipa-claude.alerts", "rules": claude_alerts(settings)},
         {"name": "ipa-backup.alerts", "rules": backup_alerts(settings)},
+        *([{"name": "ipa-pitr.alerts", "rules": pitr_alerts(settings)}] if settings.pitr_enabled else []),
         {"name": "ipa-platform.alerts", "rules": platform_alerts(settings)},
     ]
 

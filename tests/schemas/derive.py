@@ -3,7 +3,8 @@
     .venv/bin/python tests/schemas/derive.py /path/to/reference/crds
 
 Input: `<kind>.v1.schema.json`, i.e. spec.versions[served].schema.openAPIV3Schema of the CRDs
-of prometheus-operator 0.93.1 (the CRDs of kube-prometheus-stack 88.5.3). Two changes:
+of prometheus-operator 0.93.1 (the CRDs of kube-prometheus-stack 88.5.3). Two changes, made by
+offline/kube_schema.py's `strict_crd_schema` (the chart checks apply it to the CRDs of the chart render):
 - Go/RE2 puts inline flags anywhere (`^(?i)(abort|warn)?$`); Python's `re` wants them first,
   so a leading `^(?i)` becomes `(?i)^` (same language).
 - `additionalProperties: false` on every object that lists `properties` and neither preserves
@@ -15,27 +16,19 @@ Only run by hand when the chart version changes; the tests read the derived file
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from offline.kube_schema import strict_crd_schema
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("podmonitor", "servicemonitor", "prometheusrule")
 
 
 def derive(node: Any) -> Any:
-    if isinstance(node, list):
-        return [derive(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: derive(value) for key, value in node.items()}
-    pattern = out.get("pattern")
-    if isinstance(pattern, str):
-        out["pattern"] = re.sub(r"^\^\(\?([a-z]+)\)", r"(?\1)^", pattern)
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
+    return strict_crd_schema(node)
 
 
 def main(source: Path) -> None:
