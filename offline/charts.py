@@ -78,10 +78,27 @@ class HelmRelease:
     hooks: bool
 
 
+def _origin_checkout() -> Path | None:
+    """The local checkout this one was cloned from (`git clone /path/to/ipa-ops`), if any."""
+    result = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True, check=False
+    )
+    url = result.stdout.strip().removeprefix("file://")
+    return Path(url) if url.startswith("/") else None
+
+
 def chart_cache() -> Path:
-    """The chart cache folder (it may not exist); a relative $IPA_CHART_CACHE is read from the repository's root."""
+    """The chart cache folder (it may not exist): $IPA_CHART_CACHE (a relative path is read from the
+    repository's root), else `shared/charts` beside this checkout, or beside the local checkout it was
+    cloned from (a fresh clone in a scratch folder still finds the developers' cache)."""
     configured = os.environ.get(CHART_CACHE_ENV)
-    return REPO_ROOT / configured if configured else REPO_ROOT.parent / "shared" / "charts"
+    if configured:
+        return REPO_ROOT / configured
+    beside = REPO_ROOT.parent / "shared" / "charts"
+    origin = _origin_checkout()
+    if not beside.is_dir() and origin is not None and (origin.parent / "shared" / "charts").is_dir():
+        return origin.parent / "shared" / "charts"
+    return beside
 
 
 def require_cache(cache: Path) -> Path:
