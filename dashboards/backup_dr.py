@@ -332,10 +332,7 @@ def pitr_row(board: Board, settings: Settings) -> None:
             [
                 Query("min by (slot_name) (pg_replication_slot_safe_wal_size_bytes)", "{{slot_name}} safe"),
                 Query("max by (slot_name) (pg_replication_slot_slot_is_active)", "{{slot_name}} active"),
-                Query(
-                    'max by (slot_name, wal_status) (pg_replication_slot_wal_status{wal_status=~"unreserved|lost"})',
-                    "{{slot_name}} {{wal_status}}",
-                ),
+                Query("max by (slot_name, wal_status) (pg_replication_slot_wal_status)", "{{slot_name}} {{wal_status}}"),
             ],
             floor_steps((1 - SLOT_RETENTION_NEAR_LIMIT) * slot_limit),
             ["WalSlotRetentionNearLimit"],

@@ -23,8 +23,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, push_to_gateway
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from components.metrics_contract import BACKUP, BACKUP_METRICS, BACKUP_TARGETS
-from components.topology import BACKEND_APP, CRONJOB_NAMES, GRAFANA_SERVICE, RELEASE_NAME
+from components.metrics_contract import BACKUP, BACKUP_METRICS, BACKUP_TARGETS, BASE_BACKUP_METRICS, WAL_STREAM_METRICS
+from components.topology import BACKEND_APP, CRONJOB_NAMES, GRAFANA_SERVICE, RELEASE_NAME, WAL_STREAM_JOB, WAL_STREAM_PVC
 from components.topology import BACKUP as BACKUP_CRONJOB
 from components.topology import DRILL as DRILL_CRONJOB
 from devservices.httpserver import LoopbackServer, QuietHandler
@@ -44,6 +44,7 @@ JOBS = {
     "kubelet-metrics": "/metrics",  # kubelet's own metrics (volume stats); in-cluster also job="kubelet"
     "postgres-exporter": "/postgres-exporter/metrics",
     "redis-exporter": "/redis-exporter/metrics",
+    WAL_STREAM_JOB: "/ipa-wal-stream/metrics",  # the `ipa-backup wal-stream` pod's own metrics port
 }
 
 
@@ -71,6 +72,8 @@ class _Exporters:
         kubelet = self.registries["kubelet-metrics"]
         pg = self.registries["postgres-exporter"]
         redis = self.registries["redis-exporter"]
+        # The WAL stream's families, straight from the contract: a healthy stream a few seconds behind.
+        self.wal = {m.name: Gauge(m.name, m.help, m.labels, registry=self.registries[WAL_STREAM_JOB]) for m in WAL_STREAM_METRICS}
 
         # --- kube-state-metrics -------------------------------------------------------------
         pod_labels = ["namespace", "pod", "uid"]
@@ -301,6 +304,7 @@ class _Exporters:
             (monitoring_namespace, f"prometheus-{RELEASE_NAME}-prometheus-db-prometheus-{RELEASE_NAME}-prometheus-0", 50 * GiB, 21 * GiB),
             (monitoring_namespace, GRAFANA_SERVICE, 10 * GiB, 1 * GiB),
             (namespace, "data-ipa-postgres-0", 64 * GiB, 22 * GiB),
+            (backup_namespace, WAL_STREAM_PVC, 20 * GiB, 1 * GiB),
         ):
             self.vol_capacity.labels(pvc_namespace, pvc).set(capacity)
             self.vol_used.labels(pvc_namespace, pvc).set(used)
@@ -316,6 +320,11 @@ class _Exporters:
         self.pg_slot_active.labels("ipa_wal_stream", "physical").set(1)
         self.pg_slot_safe_wal.labels("ipa_wal_stream", "physical").set(15 * GiB)
         self.pg_slot_wal_status.labels("ipa_wal_stream", "physical", "reserved").set(1)
+        self.wal["ipa_wal_stream_up"].set(1)
+        self.wal["ipa_wal_stream_lag_seconds"].set(4)
+        self.wal["ipa_wal_stream_lag_bytes"].set(256 * 1024)
+        self.wal["ipa_wal_stream_uploaded_lsn"].set(0x3_0000_0000)
+        self.wal["ipa_wal_last_upload_timestamp_seconds"].set(now - 4)
         self.redis_up.set(1)
         self.redis_memory.set(180 * 1024**2)
         self.redis_memory_max.set(GiB)
@@ -325,6 +334,8 @@ class _Exporters:
 
     def tick(self, dt: float, namespace: str) -> None:
         """Advance every counter as a lightly loaded node would."""
+        self.wal["ipa_wal_stream_uploaded_lsn"].inc(2e5 * dt)  # about 17 GB of WAL a day
+        self.wal["ipa_wal_last_upload_timestamp_seconds"].set(time.time() - 4)
         for cpu in ("0", "1"):
             for mode, share in (("idle", 0.6), ("user", 0.25), ("system", 0.1), ("iowait", 0.05)):
                 self.node_cpu.labels(cpu, mode).inc(share * dt)
@@ -374,10 +385,13 @@ class StandinExporters:
         max_runtime_seconds: float = 3600.0,
         backend_app: str = BACKEND_APP,
         cronjob_names: dict[str, str] | None = None,
+        wal_stream: bool = True,
     ) -> None:
         """Namespaces, database, backend app label and CronJob names as the render states them
-        (settings.json, topology.json); the defaults are the dev stack's."""
+        (settings.json, topology.json); the defaults are the dev stack's. `wal_stream=False` leaves the
+        WAL stream's job out of `scrape_configs()`, for a caller that runs the real `ipa-backup wal-stream`."""
         self.namespace = namespace
+        self.jobs = {job: path for job, path in JOBS.items() if wal_stream or job != WAL_STREAM_JOB}
         self.port = port or free_port()
         self.max_runtime_seconds = max_runtime_seconds
         self.exporters = _Exporters(namespace, backup_namespace, monitoring_namespace, database, time.time(), backend_app, cronjob_names)
@@ -392,7 +406,7 @@ class StandinExporters:
     def scrape_configs(self, scrape_interval: str = "1s") -> list[dict[str, Any]]:
         """One Prometheus job per exporter (kubelet's two endpoints share job="kubelet", as in-cluster)."""
         configs = []
-        for job, path in JOBS.items():
+        for job, path in self.jobs.items():
             labels = {"instance": NODE} if job in ("node-exporter", "kubelet", "kubelet-metrics") else {}
             if job.startswith("kubelet"):
                 labels["metrics_path"] = path  # as kube-prometheus-stack's kubelet ServiceMonitor adds it
@@ -459,4 +473,9 @@ def push_backup_metrics(
         gauges["ipa_backup_size_bytes"].labels(target).set(backup_bytes[target])
         gauges["ipa_restore_drill_duration_seconds"].labels(target).set(restore_seconds if target == "postgres" else restore_seconds / 10)
     gauges["ipa_restore_drill_last_success_timestamp_seconds"].set(now - drill_age_seconds)
+    # And what the nightly base backup pushed (point-in-time recovery).
+    base = {m.name: Gauge(m.name, m.help, m.labels, registry=registry) for m in BASE_BACKUP_METRICS}
+    base["ipa_base_backup_last_success_timestamp_seconds"].set(now - 6 * 3600)
+    base["ipa_base_backup_size_bytes"].set(9.4e9)
+    base["ipa_base_backup_duration_seconds"].set(640)
     push_to_gateway(pushgateway_url, job=BACKUP, registry=registry)

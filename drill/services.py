@@ -189,6 +189,7 @@ def start_monitoring(
             backend_app=str(topology["backend_app"]),
             cronjob_names=dict(topology["cronjob_names"]),
             max_runtime_seconds=TOTAL_BUDGET_SECONDS + 60,
+            wal_stream=False,  # the drill runs the real stream (drill/pitr.py), whose stop WalStreamDown must see
         )
     )
     scrape = [*copies.scrape, _pushgateway_scrape(ctx, s), *exporters.scrape_configs(), *(extra_scrape or [])]
