@@ -31,7 +31,6 @@ from components.monitoring_scrape import (
     redis_exporter_values,
 )
 from components.monitoring_values import (
-    CHART,
     CHART_REPO,
     GRAFANA_ADMIN_PASSWORD_KEY,
     GRAFANA_ADMIN_SECRET,
@@ -43,7 +42,7 @@ from components.monitoring_values import (
     node_exporter_namespace,
 )
 from components.settings import Secret, Settings
-from components.topology import GRAFANA_SERVICE, GRAFANA_SERVICE_PORT, RELEASE_NAME, topology
+from components.topology import CHART, GRAFANA_SERVICE, GRAFANA_SERVICE_PORT, RELEASE_NAME, topology
 
 PART_OF = {"app.kubernetes.io/part-of": "ipa-ops", "app.kubernetes.io/managed-by": "pulumi"}
 HELM_TIMEOUT_SECONDS = 900

@@ -16,7 +16,6 @@ from components.chart_images import pinned
 from components.settings import RemoteWrite, Settings
 from components.topology import ALERTMANAGER_POD_LABELS, PROMETHEUS_POD_LABELS, RELEASE_LABELS, RELEASE_NAME, topology
 
-CHART = "kube-prometheus-stack"
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"
 
 GRAFANA_ADMIN_SECRET = "grafana-admin"

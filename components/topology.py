@@ -17,6 +17,7 @@ from components.settings import Settings
 # The kube-prometheus-stack Helm release. The chart names its objects after the release
 # (fullnameOverride), and its Prometheus selects rules, monitors and probes by this label.
 RELEASE_NAME = "kube-prometheus-stack"
+CHART = "kube-prometheus-stack"  # the chart's own name: some of its pod labels carry it
 RELEASE_LABELS = {"release": RELEASE_NAME}
 GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
 GRAFANA_SERVICE_PORT = 80  # the grafana chart's service.port default
@@ -38,7 +39,7 @@ REDIS_EXPORTER_RELEASE = "prometheus-redis-exporter"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": f"{RELEASE_NAME}-prometheus"}
 ALERTMANAGER_POD_LABELS = {"app.kubernetes.io/name": "alertmanager", "alertmanager": f"{RELEASE_NAME}-alertmanager"}
 GRAFANA_POD_LABELS = {"app.kubernetes.io/name": "grafana", "app.kubernetes.io/instance": RELEASE_NAME}
-OPERATOR_POD_LABELS = {"app": f"{RELEASE_NAME}-operator", "release": RELEASE_NAME}
+OPERATOR_POD_LABELS = {"app": f"{CHART}-operator", "release": RELEASE_NAME}  # `app` from the chart's name, not the release's
 ADMISSION_JOB_POD_LABELS = {"app.kubernetes.io/component": "prometheus-operator-webhook", "release": RELEASE_NAME}
 KUBE_STATE_METRICS_POD_LABELS = {"app.kubernetes.io/name": "kube-state-metrics", "app.kubernetes.io/instance": RELEASE_NAME}
 NODE_EXPORTER_POD_LABELS = {"app.kubernetes.io/name": "prometheus-node-exporter", "app.kubernetes.io/instance": RELEASE_NAME}
@@ -73,8 +74,11 @@ HEARTBEAT_RECEIVER = "heartbeat"
 BACKUP = "backup"
 DRILL = "restore-drill"
 BASE_BACKUP = "base-backup"
-# "ipa-backup-base" matches BackupJobFailed's job_name=~"ipa-backup.*" like the logical backup's Jobs.
 CRONJOB_NAMES = {BACKUP: "ipa-backup", DRILL: "ipa-restore-drill", BASE_BACKUP: "ipa-backup-base"}
+# The Jobs BackupJobFailed watches: those of the backup CronJobs (`<cronjob>-<schedule time>`, or a manual
+# `kubectl create job --from=cronjob/<cronjob> <cronjob>-manual-…`), not the drill's (RestoreDrillFailed).
+# CronJob names are DNS labels, so they need no escaping in the regular expression.
+BACKUP_JOBS_REGEX = "|".join(f"{CRONJOB_NAMES[c]}-.*" for c in (BACKUP, BASE_BACKUP))
 
 # The WAL stream (point-in-time recovery): one Deployment, its spool volume, its replication slot on
 # the server, and the port Prometheus scrapes (job label = the Deployment's name).

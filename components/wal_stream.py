@@ -289,7 +289,7 @@ def base_backup_cronjob(args: WalStreamArgs, upstream: Upstream) -> dict[str, An
                 "spec": {
                     "activeDeadlineSeconds": args.base_backup_deadline_minutes * 60,
                     "backoffLimit": 1,
-                    # Long enough for BackupJobFailed (job_name=~"ipa-backup.*") to see a failed Job.
+                    # Long enough for BackupJobFailed (topology.BACKUP_JOBS_REGEX) to see a failed Job.
                     "ttlSecondsAfterFinished": 86400,
                     "template": pod,
                 },

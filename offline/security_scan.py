@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from components.topology import BACKUP, BASE_BACKUP, CRONJOB_NAMES, DRILL, RELEASE_NAME
 from offline.kube_schema import Manifest, load_manifests
 from offline.stackconfig import REPO_ROOT
 
@@ -174,6 +175,15 @@ def scan(renders: Mapping[str, Path], root: Path = REPO_ROOT, venv: Path = CHECK
         return run_checkov(folder, venv)
 
 
+# Names the allowlist writes as placeholders, so that renaming the release or a CronJob stays a one-line change.
+PLACEHOLDERS = {
+    "$RELEASE": RELEASE_NAME,
+    "$BASE_BACKUP_CRONJOB": CRONJOB_NAMES[BASE_BACKUP],
+    "$BACKUP_CRONJOB": CRONJOB_NAMES[BACKUP],
+    "$DRILL_CRONJOB": CRONJOB_NAMES[DRILL],
+}
+
+
 def load_allowlist(path: Path = ALLOWLIST) -> list[Accepted]:
     entries = yaml.safe_load(path.read_text()) or []
     accepted = []
@@ -181,7 +191,10 @@ def load_allowlist(path: Path = ALLOWLIST) -> list[Accepted]:
         missing = {"check", "object", "reason"} - set(entry)
         if missing or not str(entry.get("reason", "")).strip() or set(entry) - {"check", "object", "reason", "stack"}:
             raise ValueError(f"{path}: entry {entry} needs check, object and a reason (and optionally stack), nothing else")
-        accepted.append(Accepted(str(entry["check"]), str(entry["object"]), str(entry["reason"]).strip(), str(entry.get("stack", ""))))
+        obj = str(entry["object"])
+        for placeholder, name in PLACEHOLDERS.items():
+            obj = obj.replace(placeholder, name)
+        accepted.append(Accepted(str(entry["check"]), obj, str(entry["reason"]).strip(), str(entry.get("stack", ""))))
     return accepted
 
 

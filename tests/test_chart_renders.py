@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.topology import Flow, Peer
+from components.topology import RELEASE_NAME, Flow, Peer
 from offline import charts
 from offline import manifest_checks as mc
 from offline.manifest_checks import Placed
@@ -155,7 +155,7 @@ def test_every_release_renders_through_its_chart(stack: str, with_charts: Render
         assert kinds & {"Deployment", "StatefulSet", "DaemonSet"}, f"{name} runs nothing: {kinds}"
         namespaced = [o for o in objects if o["kind"] not in charts.cluster_scoped_kinds(objects)]
         assert all(o["metadata"].get("namespace") for o in namespaced), f"{name}: an object without a namespace"
-    assert any(o["kind"] == "CustomResourceDefinition" for o in rendered["kube-prometheus-stack"]), "CRDs are part of the release"
+    assert any(o["kind"] == "CustomResourceDefinition" for o in rendered[RELEASE_NAME]), "CRDs are part of the release"
 
 
 def test_objects_without_a_namespace_land_in_the_release_namespace() -> None:
@@ -261,7 +261,7 @@ def test_pod_security_check_fails_on_broken_objects(with_charts: Rendered) -> No
     exporter = find(objects, "Deployment", "postgres-exporter")
     exporter.manifest["metadata"]["namespace"] = "nowhere"
     found = "\n".join(mc.pod_security_problems(objects))
-    assert "StatefulSet monitoring/kube-prometheus-stack-grafana: violates Pod Security 'restricted'" in found
+    assert f"StatefulSet monitoring/{RELEASE_NAME}-grafana: violates Pod Security 'restricted'" in found
     assert "namespace 'nowhere'" in found
     # node-exporter needs host access: admitted only because its namespace is privileged.
     objects = combined(with_charts, "dev")

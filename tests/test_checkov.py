@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.topology import RELEASE_NAME
 from offline import charts
 from offline import security_scan as scan
 from tests.conftest import STACKS
@@ -55,7 +56,7 @@ def test_no_finding_outside_the_allowlist_and_no_stale_entry(findings: list[scan
 def test_every_part_is_scanned(findings: list[scan.Finding]) -> None:
     groups = {f.object.split(":", 1)[0] for f in findings}
     assert str(scan.DOCKERFILE) in groups
-    assert {"kubernetes", "charts/kube-prometheus-stack"} <= groups, groups
+    assert {"kubernetes", f"charts/{RELEASE_NAME}"} <= groups, groups
 
 
 def test_a_broken_object_is_found_even_when_annotated(findings: list[scan.Finding]) -> None:

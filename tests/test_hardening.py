@@ -453,7 +453,7 @@ def unbounded_containers(objects: list[dict[str, Any]], need_cpu_limit: bool = T
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_every_chart_container_has_requests_and_limits(stack: str, rendered: Rendered) -> None:
     renders = read_chart_renders(rendered(stack))
-    assert set(renders) == {"kube-prometheus-stack", "prometheus-postgres-exporter", "prometheus-redis-exporter", "prometheus-pushgateway"}
+    assert set(renders) == {RELEASE_NAME, "prometheus-postgres-exporter", "prometheus-redis-exporter", "prometheus-pushgateway"}
     workloads = [name for objects in renders.values() for name, _ in pods_of(objects)]
     assert len(workloads) >= 10
     for release, objects in renders.items():
@@ -462,9 +462,7 @@ def test_every_chart_container_has_requests_and_limits(stack: str, rendered: Ren
         assert prometheus_only == [], release
         assert unbounded_containers(objects, need_cpu_limit=False) == [], release
     # The operator passes the config-reloader's resources on as flags to every reloader it adds.
-    operator = next(
-        o for o in renders["kube-prometheus-stack"] if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
-    )
+    operator = next(o for o in renders[RELEASE_NAME] if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator"))
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--config-reloader-memory-limit=64Mi" in args and "--config-reloader-cpu-request=10m" in args
 
@@ -497,7 +495,7 @@ def test_container_resources_setting() -> None:
 
 
 def test_prod_budgets_and_zone_spread(rendered: Rendered) -> None:
-    objects = read_chart_renders(rendered("prod"))["kube-prometheus-stack"]
+    objects = read_chart_renders(rendered("prod"))[RELEASE_NAME]
     budgets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"}
     assert budgets[f"{RELEASE_NAME}-prometheus"]["minAvailable"] == 1  # of 2
     assert budgets[f"{RELEASE_NAME}-alertmanager"]["minAvailable"] == 2  # of 3
@@ -513,7 +511,7 @@ def test_prod_budgets_and_zone_spread(rendered: Rendered) -> None:
 
 
 def test_dev_single_replicas_get_no_budget_or_spread(rendered: Rendered) -> None:
-    objects = read_chart_renders(rendered("dev"))["kube-prometheus-stack"]
+    objects = read_chart_renders(rendered("dev"))[RELEASE_NAME]
     assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
     for kind in ("Prometheus", "Alertmanager"):
         (resource,) = [o for o in objects if o["kind"] == kind]

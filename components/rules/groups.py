@@ -23,6 +23,7 @@ from components.topology import (
     BACKEND_JOB,
     BACKUP_DASHBOARD,
     BACKUP_JOB,
+    BACKUP_JOBS_REGEX,
     CLAUDE_DASHBOARD,
     EXECUTIONS_DASHBOARD,
     PAGE_BURNS,
@@ -482,10 +483,10 @@ def backup_alerts(s: Settings) -> list[Rule]:
             s,
             "BackupJobFailed",
             "max by (namespace, job_name) "
-            f'(kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*", condition="true"}}) > 0\n'
+            f'(kube_job_failed{{namespace="{s.backup_namespace}", job_name=~"{BACKUP_JOBS_REGEX}", condition="true"}}) > 0\n'
             f"and on (namespace, job_name)\n"
             "  (time() - max by (namespace, job_name) "
-            f'(kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"ipa-backup.*"}}) < 86400)',
+            f'(kube_job_status_start_time{{namespace="{s.backup_namespace}", job_name=~"{BACKUP_JOBS_REGEX}"}}) < 86400)',
             "warning",
             "A backup Job failed",
             f"Backup Job {{{{ $labels.job_name }}}} in namespace {{{{ $labels.namespace }}}} failed ({VALUE} failed pod(s)) "

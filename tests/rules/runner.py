@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from components.topology import BACKUP, CRONJOB_NAMES
 from devservices.tools import tool
 
 HERE = Path(__file__).resolve().parent
@@ -53,5 +54,7 @@ def run_promtool(test_files: list[Path], timeout: float = 300) -> subprocess.Com
 
 
 def load_test(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((HERE / name).read_text())
+    """A test file, with `$BACKUP_CRONJOB` standing for the backup CronJob's name (its Jobs are named after it)."""
+    text = (HERE / name).read_text().replace("$BACKUP_CRONJOB", CRONJOB_NAMES[BACKUP])
+    data: dict[str, Any] = yaml.safe_load(text)
     return data
